@@ -1,0 +1,76 @@
+"""The web application: `create_app(settings)` wires routes to the engine and Redis it owns.
+
+`app_factory()` is what uvicorn imports (`hub serve`): it reads settings from the environment.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from hub import logs
+from hub.db import create_db_engine
+from hub.errors import HubError, RateLimited
+from hub.health import health
+from hub.queues import connect_redis
+from hub.settings import Settings
+
+
+def error_response(exc: HubError, request_id: str | None = None) -> JSONResponse:
+    """The JSON error body of ARCHITECTURE.md §5."""
+    body = {
+        "error": {
+            "code": exc.code,
+            "message": exc.message,
+            "request_id": request_id or new_request_id(),
+        }
+    }
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+    return JSONResponse(body, status_code=exc.status_code, headers=headers)
+
+
+def new_request_id() -> str:
+    return "req_" + secrets.token_hex(8)
+
+
+async def _hub_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HubError)
+    return error_response(exc, getattr(request.state, "request_id", None))
+
+
+def create_app(settings: Settings) -> Starlette:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        engine = create_db_engine(settings)
+        redis = connect_redis(settings)
+        health_redis = connect_redis(settings, timeout=0.5)
+        app.state.settings = settings
+        app.state.engine = engine
+        app.state.redis = redis
+        app.state.health_redis = health_redis
+        try:
+            yield
+        finally:
+            redis.close()
+            health_redis.close()
+            engine.dispose()
+
+    routes: list[Any] = [Route("/health", health, methods=["GET"])]
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={HubError: _hub_error},
+    )
+
+
+def app_factory() -> Starlette:
+    settings = Settings()
+    logs.configure(settings.log_format, settings.log_level)
+    return create_app(settings)

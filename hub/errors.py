@@ -1,0 +1,144 @@
+"""Every error hub raises on purpose.
+
+    HubError                         exit_code 2 (CLI); status_code 500 / code "internal" (HTTP)
+    ├── ConfigError                  a setting or a config file is wrong
+    │   ├── SettingError             one HUB_* setting is unusable (names the setting)
+    │   └── MappingsError            mappings/ has problems (each with file, line and path)
+    ├── ServiceUnavailable           503: a backing service is down
+    │   ├── DatabaseUnavailable      the database cannot be reached
+    │   └── RedisUnavailable         Redis cannot be reached
+    ├── NotFound                     404: an id or a name that does not exist
+    └── RequestError                 4xx answers of the HTTP API (§5 of ARCHITECTURE.md)
+        ├── Unauthorized             401: missing or bad key, bad signature
+        ├── Forbidden                403: key not allowed here
+        ├── PayloadTooLarge          413
+        ├── UnsupportedMediaType     415
+        ├── BadRequest               400
+        └── RateLimited              429 (carries retry_after)
+
+Foreign exceptions are translated where they enter (`raise DatabaseUnavailable(...) from exc`).
+Errors for HTTP carry `status_code` and `code`; errors for the shell carry `exit_code`.
+"""
+
+from __future__ import annotations
+
+
+class HubError(Exception):
+    """Root of hub's errors."""
+
+    status_code: int = 500
+    code: str = "internal"
+    exit_code: int = 2
+
+    def __init__(self, message: str = "", *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(HubError):
+    """A setting or a configuration file is wrong."""
+
+    code = "config_error"
+
+
+class SettingError(ConfigError):
+    """One HUB_* setting is unusable."""
+
+    def __init__(self, setting: str, reason: str) -> None:
+        super().__init__(f"{setting}: {reason}")
+        self.setting = setting
+        self.reason = reason
+
+
+class MappingsError(ConfigError):
+    """The mappings directory has problems; `problems` lists each as 'file:line path: message'."""
+
+    def __init__(self, problems: list[str]) -> None:
+        count = len(problems)
+        head = f"{count} problem{'s' if count != 1 else ''} in mappings"
+        super().__init__(head + ":\n" + "\n".join(problems))
+        self.problems = problems
+
+
+class ServiceUnavailable(HubError):
+    """A backing service is down."""
+
+    status_code = 503
+    code = "service_unavailable"
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    """The database cannot be reached."""
+
+    code = "database_unavailable"
+
+
+class RedisUnavailable(ServiceUnavailable):
+    """Redis cannot be reached."""
+
+    code = "redis_unavailable"
+
+
+class NotFound(HubError):
+    """An id or a name that does not exist."""
+
+    status_code = 404
+    code = "not_found"
+
+
+class RequestError(HubError):
+    """A 4xx answer of the HTTP API."""
+
+    status_code = 400
+    code = "bad_request"
+
+
+class Unauthorized(RequestError):
+    """Missing or bad API key, or a bad signature."""
+
+    status_code = 401
+    code = "unauthorized"
+
+
+class Forbidden(RequestError):
+    """The key may not be used here."""
+
+    status_code = 403
+    code = "forbidden"
+
+
+class PayloadTooLarge(RequestError):
+    """The body is larger than the source allows."""
+
+    status_code = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(RequestError):
+    """The body is not JSON."""
+
+    status_code = 415
+    code = "unsupported_media_type"
+
+
+class BadRequest(RequestError):
+    """The request cannot be understood (invalid JSON, bad parameters)."""
+
+    status_code = 400
+    code = "bad_request"
+
+
+class RateLimited(RequestError):
+    """Too many requests; `retry_after` seconds until the next one is accepted."""
+
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -1,0 +1,80 @@
+"""Queue names, Redis key prefixes and the Redis connection, defined once.
+
+Redis is transport and shared counters; the database stays the source of truth.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import tempfile
+from pathlib import Path
+
+from redis import Redis
+from redis.exceptions import RedisError
+from rq import Queue
+
+from hub.errors import RedisUnavailable, SettingError
+from hub.settings import Settings
+
+KEY_PREFIX = "hub:"
+REDIS_TIMEOUT = 2.0  # seconds, for connect and each command
+
+
+class QueueName(enum.StrEnum):
+    HIGH = "high"
+    DEFAULT = "default"
+    NOTIFICATIONS = "notifications"
+    LOW = "low"
+    RETRY = "retry"
+
+
+PRIORITY: tuple[QueueName, ...] = (
+    QueueName.HIGH,
+    QueueName.DEFAULT,
+    QueueName.NOTIFICATIONS,
+    QueueName.LOW,
+    QueueName.RETRY,
+)
+
+
+def embedded_socket_path(settings: Settings) -> Path:
+    """Where the embedded Redis listens: in data_dir, or in /tmp when that path is too long."""
+    path = (settings.data_dir / "redis.sock").resolve()
+    if len(str(path)) <= 100:  # AF_UNIX paths are limited to 108 bytes
+        return path
+    digest = hashlib.sha256(str(path).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"hub-redis-{digest}.sock"
+
+
+def redis_url(settings: Settings) -> str:
+    """The configured Redis URL, or the embedded server's unix socket."""
+    if settings.redis_url is not None:
+        return settings.redis_url
+    return f"unix://{embedded_socket_path(settings)}"
+
+
+def connect_redis(settings: Settings, *, timeout: float = REDIS_TIMEOUT) -> Redis:
+    """A Redis client for `settings` (not yet connected: redis-py connects lazily)."""
+    url = redis_url(settings)
+    try:
+        return Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    except ValueError as exc:
+        raise SettingError("HUB_REDIS_URL", f"not a Redis URL ({exc})") from exc
+
+
+def check_redis(redis: Redis, settings: Settings) -> None:
+    """PING; raise RedisUnavailable naming the setting and the reason."""
+    try:
+        redis.ping()
+    except (RedisError, OSError) as exc:
+        if settings.embedded_redis:
+            where = f"HUB_REDIS_URL unset and the embedded Redis at {redis_url(settings)}"
+            raise RedisUnavailable(
+                f"{where} is not reachable ({exc}); is `hub up` running?"
+            ) from exc
+        raise RedisUnavailable(f"HUB_REDIS_URL: cannot connect ({exc})") from exc
+
+
+def get_queue(redis: Redis, name: QueueName | str) -> Queue:
+    return Queue(QueueName(name).value, connection=redis)

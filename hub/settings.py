@@ -1,0 +1,78 @@
+"""One settings class for every hub process.
+
+Built once at the edge (the CLI, `create_app`, a worker's start) from `HUB_*` environment variables
+and a `.env` file, then passed down. Tests build `Settings(...)` directly.
+
+Leaving `database_url` / `redis_url` unset selects the embedded default: SQLite in
+`<data_dir>/hub.db` (WAL mode) and an embedded Redis started by `hub up`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="HUB_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    database_url: str | None = Field(
+        default=None,
+        description="mysql+pymysql://user:pw@host/hub or sqlite:///path; unset: SQLite in data_dir",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description="redis:// or unix:// URL; unset: the embedded Redis that `hub up` starts",
+    )
+    data_dir: Path = Field(default=Path(".hub"), description="embedded database, Redis and keys")
+    mappings_dir: Path = Field(default=Path("mappings"), description="sources, endpoints, rules")
+    body_limit: int = Field(default=MIB, gt=0, description="largest accepted webhook body, bytes")
+    default_rate_limit: str = Field(default="100/minute", description="per tenant and source")
+    log_format: Literal["json", "text"] = "json"
+    log_level: str = "INFO"
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="key for encryption at rest; unset: generated once in data_dir/secret.key",
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list, description="CIDRs whose X-Forwarded-For is believed"
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    job_timeout: int = Field(default=300, gt=0, description="RQ job timeout, seconds")
+
+    @field_validator("database_url", "redis_url", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @property
+    def embedded_database(self) -> bool:
+        return self.database_url is None
+
+    @property
+    def embedded_redis(self) -> bool:
+        return self.redis_url is None
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.data_dir / "hub.db"
+
+    @property
+    def effective_database_url(self) -> str:
+        """The URL actually used: the configured one, or the embedded SQLite file."""
+        if self.database_url is not None:
+            return self.database_url
+        return f"sqlite:///{self.sqlite_path.resolve()}"

@@ -1,0 +1,131 @@
+"""Fixtures for real services.
+
+HUB_TEST_DATABASE_URL (MariaDB in CI) and HUB_TEST_REDIS_URL (a real Redis DB in CI) choose the
+services; without them the tests run on SQLite in a temp dir and an embedded Redis, so `pytest`
+passes on a laptop too. A configured service that cannot be reached skips locally and fails under
+CI (`CI` set). Each test gets clean tables and a flushed Redis database.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from redis import Redis
+from sqlalchemy import Engine, delete, text
+from sqlalchemy.engine import make_url
+
+from hub import schema
+from hub.db import check_database, create_db_engine
+from hub.embedded import EmbeddedRedis
+from hub.errors import HubError
+from hub.models import Base
+from hub.settings import Settings
+
+CI = bool(os.environ.get("CI"))
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def unavailable(reason: str) -> None:
+    if CI:
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def ensure_database(url: str) -> None:
+    """CREATE DATABASE IF NOT EXISTS for a MySQL URL (no-op for SQLite)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() not in ("mysql", "mariadb") or not parsed.database:
+        return
+    server = create_db_engine(Settings(database_url=str(parsed.set(database=""))))
+    try:
+        with server.begin() as conn:
+            conn.execute(
+                text(
+                    f"CREATE DATABASE IF NOT EXISTS `{parsed.database}` "
+                    "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+                )
+            )
+    finally:
+        server.dispose()
+
+
+def reset_schema(engine: Engine) -> None:
+    """Drop every table (ours and alembic's), then migrate to head."""
+    with engine.begin() as conn:
+        if engine.dialect.name in ("mysql", "mariadb"):
+            conn.execute(text("SET FOREIGN_KEY_CHECKS=0"))
+        Base.metadata.drop_all(conn)
+        conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+        if engine.dialect.name in ("mysql", "mariadb"):
+            conn.execute(text("SET FOREIGN_KEY_CHECKS=1"))
+    schema.upgrade(engine)
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = os.environ.get("HUB_TEST_DATABASE_URL")
+    if url:
+        return url
+    return f"sqlite:///{tmp_path_factory.mktemp('db') / 'hub_test.db'}"
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url = os.environ.get("HUB_TEST_REDIS_URL")
+    if url:
+        yield url
+        return
+    data = tmp_path_factory.mktemp("redis")
+    with EmbeddedRedis(data / "redis.sock", data) as server:
+        yield server.url
+
+
+@pytest.fixture(scope="session")
+def migrated_engine(database_url: str) -> Iterator[Engine]:
+    try:
+        ensure_database(database_url)
+        engine = create_db_engine(Settings(database_url=database_url))
+        check_database(engine)
+    except HubError as exc:
+        unavailable(f"test database unavailable: {exc}")
+    reset_schema(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def engine(migrated_engine: Engine) -> Engine:
+    """The migrated test database with every table emptied."""
+    with migrated_engine.begin() as conn:
+        for table in reversed(Base.metadata.sorted_tables):
+            conn.execute(delete(table))
+    return migrated_engine
+
+
+@pytest.fixture
+def redis(redis_url: str) -> Iterator[Redis]:
+    client = Redis.from_url(redis_url)
+    try:
+        client.flushdb()
+    except Exception as exc:  # noqa: BLE001 - any failure here means the service is missing
+        unavailable(f"test Redis unavailable at {redis_url}: {exc}")
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def settings(
+    tmp_path: Path, database_url: str, redis_url: str, engine: Engine, redis: Redis
+) -> Settings:
+    """Settings pointing at the clean test database and Redis, with a private data dir."""
+    return Settings(
+        database_url=database_url,
+        redis_url=redis_url,
+        data_dir=tmp_path / ".hub",
+        mappings_dir=ROOT / "mappings",
+        log_format="json",
+        _env_file=None,  # type: ignore[call-arg]
+    )
