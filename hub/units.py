@@ -55,7 +55,8 @@ def parse_rate(value: str) -> str:
     unit = None
     if match:
         word = match.group(3).lower()
-        unit = _RATE_UNITS.get(word) or (word.endswith("s") and _RATE_UNITS.get(word[:-1])) or None
+        plural = len(word) > 3 and word.endswith("s")
+        unit = _RATE_UNITS.get(word) or (_RATE_UNITS.get(word[:-1]) if plural else None)
     if not match or not unit or int(match.group(1)) <= 0:
         raise ValueError(f"not a rate: {value!r} (use e.g. 600/min, 10/s, 1000/hour)")
     per = match.group(2)
