@@ -19,7 +19,7 @@ from types import FrameType
 import click
 from sqlalchemy import Engine
 
-from hub import apikeys, schema
+from hub import apikeys, demomode, schema
 from hub.db import check_database, create_db_engine, describe_url, session_factory
 from hub.embedded import EmbeddedRedis
 from hub.errors import SettingError
@@ -97,6 +97,7 @@ def run_up(settings: Settings, worker_count: int = 1) -> int:
     previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     embedded: EmbeddedRedis | None = None
     children: list[Child] = []
+    demo_environ: dict[str, str | None] = {}
     try:
         if settings.embedded_redis:
             embedded = EmbeddedRedis(embedded_socket_path(settings), settings.data_dir).start()
@@ -108,25 +109,32 @@ def run_up(settings: Settings, worker_count: int = 1) -> int:
         check_database(engine)
         schema.upgrade(engine)
         notes = [f"database {describe_url(engine)} at schema {schema.current_revision(engine)}"]
+        # demo mode: unset example endpoint variables point at the sink (before apply checks them)
+        stand_in = demomode.plan(settings, os.environ)
+        if stand_in is not None:
+            demo_environ = stand_in.install(os.environ)
+            notes.extend(stand_in.summary())
         for label, step in BOOT_STEPS:
             summary = step(settings, engine)
             notes.append(f"{label}: {summary}" if summary else label)
         key = demo_key(settings, engine)
         engine.dispose()
 
-        children.append(
-            Child("web", [*HUB, "serve", "--host", settings.host, "--port", str(settings.port)])
-        )
-        for n in range(worker_count):
-            children.append(Child(f"worker-{n + 1}", [*HUB, "worker"]))
-        children.append(Child("sweeper", [*HUB, "sweeper"]))
         env = _child_env(settings, redis_url(settings))
-        for child in children:
-            child.start(env)
+        if stand_in is not None:  # first up, last down: it receives every demo delivery
+            children.append(stand_in.child().start(stand_in.child_env(env)))
+            wait_http_ok(stand_in.health_url, children, HEALTH_TIMEOUT)
+        serve = [*HUB, "serve", "--host", settings.host, "--port", str(settings.port)]
+        tree = [Child("web", serve)]
+        for n in range(worker_count):
+            tree.append(Child(f"worker-{n + 1}", [*HUB, "worker"]))
+        tree.append(Child("sweeper", [*HUB, "sweeper"]))
+        for child in tree:
+            children.append(child.start(env))
 
         base = f"http://{settings.host}:{settings.port}"
         wait_http_ok(base + "/health", children, HEALTH_TIMEOUT)
-        _banner(settings, base, key, notes, children)
+        _banner(settings, base, key, notes, children, stand_in)
 
         while not stopping:
             dead = first_exited(children)
@@ -140,13 +148,21 @@ def run_up(settings: Settings, worker_count: int = 1) -> int:
         stop_all(children)
         if embedded is not None:
             embedded.stop()
+        demomode.restore(os.environ, demo_environ)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         if stopping:
             _say("hub: stopped")
 
 
-def _banner(settings: Settings, base: str, key: str, notes: list[str], kids: list[Child]) -> None:
+def _banner(
+    settings: Settings,
+    base: str,
+    key: str,
+    notes: list[str],
+    kids: list[Child],
+    stand_in: demomode.StandIn | None = None,
+) -> None:
     mode = []
     mode.append("SQLite " + str(settings.sqlite_path) if settings.embedded_database else "database")
     mode.append("embedded Redis" if settings.embedded_redis else "Redis " + redis_url(settings))
@@ -166,7 +182,20 @@ def _banner(settings: Settings, base: str, key: str, notes: list[str], kids: lis
         f"    curl -s -X POST {base}/webhooks/site -H 'X-API-Key: {key}' \\",
         f"         -H 'Content-Type: application/json' -d '{body}'",
         "",
+        *_demo_lines(stand_in),
         "  Ctrl-C stops everything; the data stays for the next `hub up`.",
         "",
     ]
     click.echo("\n".join(lines))
+
+
+def _demo_lines(stand_in: demomode.StandIn | None) -> list[str]:
+    if stand_in is None:
+        return []
+    return [
+        "  see seed 003's flows end to end (in another terminal):",
+        "    hub demo",
+        f"  what the target systems received ({demomode.LABEL}): {stand_in.base}/"
+        "  or  hub sink --tail",
+        "",
+    ]
