@@ -153,7 +153,7 @@ def plan(
         _stand_in_endpoint(stand_in, name, endpoints[name], env, saved, sink_secret)
     for name, source in sources.items():
         _generate_source_secret(stand_in, name, source, env, saved)
-    write_env_file(settings.data_dir / ENV_FILE, stand_in.env)
+    write_env_file(settings.data_dir / ENV_FILE, {**stand_in.env, "HUB_SINK_URL": stand_in.base})
     return stand_in
 
 
