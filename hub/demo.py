@@ -63,7 +63,8 @@ class Scenario:
 
 
 def scenarios(run: str) -> list[Scenario]:
-    """Seed 003's flows, with ids unique to this run (`run`)."""
+    """Seed 003's flows, shaped as the example mappings expect, with ids unique to this run."""
+    now = datetime.now(UTC)
     return [
         Scenario(
             "lead from the site",
@@ -71,28 +72,28 @@ def scenarios(run: str) -> list[Scenario]:
             "lead.created",
             {
                 "type": "lead.created",
-                "id": f"lead-site-{run}",
                 "name": "Ana Souza",
                 "email": "ana.souza@example.com",
                 "phone": "(11) 91234-5678",
-                "city": "São Paulo",
-                "service": "cuidador domiciliar",
-                "utm_campaign": "inverno-2026",
+                "message": "Preciso de uma cuidadora para minha mãe, 3x por semana",
+                "utm_source": "google",
+                "utm_campaign": "cuidadores-sp",
+                "created_at": now.isoformat(timespec="seconds"),
             },
         ),
         Scenario(
             "lead from WhatsApp",
-            ("zapi", "whatsapp"),
+            ("zapi",),
             "whatsapp.message.received",
             {
                 "type": "ReceivedCallback",
-                "messageId": f"3EB0{run.upper()}",
-                "phone": "5511987654321",
+                "messageId": f"3EB0DEMO{run.upper()}",
+                "phone": "5521998765432",
                 "fromMe": False,
+                "isGroup": False,
                 "senderName": "Bruno Lima",
-                "name": "Bruno Lima",
-                "momment": int(time.time() * 1000),
-                "text": {"message": "Olá, gostaria de saber sobre cuidadores para minha mãe"},
+                "momment": int(now.timestamp() * 1000),
+                "text": {"message": "Oi, queria saber dos planos de cuidado domiciliar"},
             },
         ),
         Scenario(
@@ -100,38 +101,43 @@ def scenarios(run: str) -> list[Scenario]:
             ("crm",),
             "client.registered",
             {
-                "type": "client.registered",
-                "id": f"client-{run}",
+                "event": "client.registered",
+                "id": f"crm-evt-demo-{run}",
                 "client": {
-                    "id": f"cli-{run}",
+                    "id": f"CLI-DEMO-{run}",
                     "name": "Carla Mendes",
                     "email": "carla.mendes@example.com",
-                    "phone": "(21) 99876-5432",
+                    "phone": "(31) 99876-5432",
                     "cpf": "529.982.247-25",
-                    "plan": "mensal",
+                    "plan": "premium",
+                    "monthly_fee": "1.250,90",
+                    "start_date": now.strftime("%d/%m/%Y"),
                 },
             },
         ),
         Scenario(
             "service completed",
-            ("operacao", "operations", "operacoes"),
+            ("operacao",),
             "service.completed",
             {
-                "type": "service.completed",
-                "id": f"service-{run}",
+                "event": "service.completed",
                 "service": {
-                    "id": f"srv-{run}",
-                    "kind": "cuidado domiciliar",
-                    "completed_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                    "hours": 8,
-                    "amount": "480.00",
-                    "caregiver": "Dora Santos",
+                    "id": f"SRV-DEMO-{run}",
+                    "status": "completed",
+                    "type": "cuidado domiciliar",
+                    "billable": True,
+                    "completed_at": now.isoformat(timespec="seconds"),
+                    "amount": "180,50",
+                    "caregiver": {"name": "Luiza"},
+                    "items": [
+                        {"description": "Visita 4h", "amount": "160,50"},
+                        {"description": "Deslocamento", "quantity": 2, "amount": 10},
+                    ],
                 },
                 "client": {
-                    "id": f"cli-{run}",
+                    "id": f"CLI-DEMO-{run}",
                     "name": "Carla Mendes",
-                    "email": "carla.mendes@example.com",
-                    "phone": "(21) 99876-5432",
+                    "phone": "(31) 99876-5432",
                 },
             },
         ),

@@ -51,7 +51,8 @@ def test_the_four_scenarios_of_seed_003() -> None:
         "client registered",
         "service completed",
     ]
-    assert scenarios("r1")[0].payload["id"] != scenarios("r2")[0].payload["id"]
+    assert scenarios("r1")[1].payload["messageId"] != scenarios("r2")[1].payload["messageId"]
+    assert scenarios("r1")[2].payload["id"] != scenarios("r2")[2].payload["id"]
 
 
 def test_standard_webhooks_signing_verifies_with_the_reference_library() -> None:
