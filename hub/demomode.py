@@ -27,7 +27,7 @@ from hub.endpoints import EndpointConfig, read_endpoints
 from hub.models import EndpointKind
 from hub.processes import HUB, Child
 from hub.settings import Settings
-from hub.sink import LABEL, load_or_create_secret, new_secret
+from hub.sink import LABEL, ensure_tls, load_or_create_secret, new_secret
 from hub.sources import SignatureScheme, SourceConfig, read_sources
 
 DEMO_TENANT = "demo"
@@ -47,6 +47,7 @@ class StandIn:
     sources: list[str] = field(default_factory=list)  # sources given generated secrets
     sink_secrets: list[str] = field(default_factory=list)
     zapi_client_token: str | None = None
+    smtp_starttls: bool = False  # a stood-in e-mail endpoint wants STARTTLS
 
     @property
     def base(self) -> str:
@@ -57,11 +58,11 @@ class StandIn:
         return self.base + "/_sink/health"
 
     def child(self) -> Child:
-        return Child(
-            "sink",
-            [*HUB, "sink", "--host", SINK_HOST, "--port", str(self.http_port),
-             "--smtp-port", str(self.smtp_port)],
-        )  # fmt: skip
+        args = [*HUB, "sink", "--host", SINK_HOST, "--port", str(self.http_port),
+                "--smtp-port", str(self.smtp_port)]  # fmt: skip
+        if self.smtp_starttls:
+            args.append("--smtp-starttls")
+        return Child("sink", args)
 
     def child_env(self, env: Mapping[str, str]) -> dict[str, str]:
         """The sink's environment: the tree's, plus what it verifies (never on its command line)."""
@@ -153,6 +154,9 @@ def plan(
         _stand_in_endpoint(stand_in, name, endpoints[name], env, saved, sink_secret)
     for name, source in sources.items():
         _generate_source_secret(stand_in, name, source, env, saved)
+    if stand_in.smtp_starttls:  # the tree trusts the sink's demo CA (on top of the usual ones)
+        extra = [env["SSL_CERT_FILE"]] if env.get("SSL_CERT_FILE") else []
+        stand_in.env["SSL_CERT_FILE"] = str(ensure_tls(settings.data_dir, extra).bundle.resolve())
     write_env_file(settings.data_dir / ENV_FILE, {**stand_in.env, "HUB_SINK_URL": stand_in.base})
     return stand_in
 
@@ -178,6 +182,8 @@ def _stand_in_endpoint(
     sink_secret: str,
 ) -> None:
     stand_in.endpoints.append(name)
+    if config.kind == EndpointKind.EMAIL and config.starttls:
+        stand_in.smtp_starttls = True
     for field_name, ref in config.env_refs():
         variable = _var(ref)
         current = env.get(variable) or stand_in.env.get(variable)

@@ -13,7 +13,7 @@ endpoints:
     rate_limit: 10/s
   whatsapp: {kind: zapi, url: "env:ZAPI_BASE_URL", instance: "env:{TENANT}_ZAPI_INSTANCE",
              token: "env:{TENANT}_ZAPI_TOKEN", client_token: "env:{TENANT}_ZAPI_CLIENT_TOKEN"}
-  email: {kind: email, host: "env:SMTP_HOST", port: 587, username: "env:SMTP_USER",
+  email: {kind: email, host: "env:SMTP_HOST", port: "env:SMTP_PORT", username: "env:SMTP_USER",
           password: "env:SMTP_PASSWORD", starttls: true, from_addr: "env:SMTP_FROM"}
 ```
 Secrets (signing_secret, header values, token, client_token, password) must be `env:` references.
@@ -81,7 +81,7 @@ class EndpointConfig(ConfigModel):
     client_token: str | None = None
     # email
     host: str | None = None
-    port: int | None = Field(default=None, ge=1, le=65535)
+    port: int | str | None = None  # a number, or a reference such as "env:SMTP_PORT"
     username: str | None = None
     password: str | None = None
     starttls: bool = False
@@ -94,6 +94,19 @@ class EndpointConfig(ConfigModel):
         if method not in ("POST", "PUT", "PATCH", "DELETE", "GET"):
             raise ValueError("method is one of POST, PUT, PATCH, DELETE, GET")
         return method
+
+    @field_validator("port")
+    @classmethod
+    def _port(cls, value: int | str | None) -> int | str | None:
+        if isinstance(value, str):
+            if envrefs.is_ref(value) and envrefs.valid_ref(value):
+                return value
+            if not value.isdigit():
+                raise ValueError("port is a number or a reference like 'env:SMTP_PORT'")
+            value = int(value)
+        if value is not None and not 1 <= value <= 65535:
+            raise ValueError("port is between 1 and 65535")
+        return value
 
     @field_validator("timeout")
     @classmethod

@@ -7,7 +7,8 @@ One process, two loopback servers:
   its `Client-Token` checked. Every other request's Standard Webhooks signature is verified
   (`webhook-id`, `webhook-timestamp`, `webhook-signature`; 5 minutes tolerance): a bad one gets
   401, as a careful receiver would answer; an unsigned one is accepted and marked `unsigned`.
-- SMTP (aiosmtpd) accepting every e-mail (AUTH PLAIN/LOGIN accepted without TLS: loopback only).
+- SMTP (aiosmtpd) accepting every e-mail; STARTTLS (`--smtp-starttls`) with a certificate from a
+  demo CA of its own (`<data_dir>/sink-tls/`), and any AUTH login accepted: loopback only.
 
 Everything received is recorded in a small SQLite file (`<data_dir>/sink.db`): time, target
 system, method and path, webhook-id, signature verdict, body. `GET /` shows it as a page,
@@ -27,6 +28,7 @@ import logging
 import re
 import secrets
 import sqlite3
+import ssl
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -51,6 +53,7 @@ MAX_BODY = 1024 * 1024
 SECRET_PREFIX = "whsec_"
 STORE_FILE = "sink.db"
 SECRET_FILE = "sink.secret"
+TLS_DIR = "sink-tls"
 SYSTEM_EMAIL = "email"
 ZAPI_PATH = re.compile(r"^(?:/(?P<prefix>[^/]+))?.*?/instances/[^/]+/token/[^/]+/send-text$")
 
@@ -463,16 +466,21 @@ def _accept_any_login(*_args: Any, **_kwargs: Any) -> Any:
     return AuthResult(success=True)
 
 
-def start_smtp(store: SinkStore, host: str, port: int) -> Any:
+def start_smtp(store: SinkStore, host: str, port: int, tls: TlsFiles | None = None) -> Any:
     """Start the SMTP half in a thread of its own; returns the aiosmtpd Controller (`.stop()`)."""
     from aiosmtpd.controller import Controller
 
+    context = None
+    if tls is not None:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(tls.cert, tls.key)
     controller = Controller(
         SmtpRecorder(store),
         hostname=host,
         port=port,
         auth_require_tls=False,
         authenticator=_accept_any_login,
+        tls_context=context,
         ready_timeout=10,
     )
     controller.start()
@@ -480,12 +488,17 @@ def start_smtp(store: SinkStore, host: str, port: int) -> Any:
 
 
 def run_sink(
-    store: SinkStore, config: SinkConfig, host: str, port: int, smtp_port: int | None
+    store: SinkStore,
+    config: SinkConfig,
+    host: str,
+    port: int,
+    smtp_port: int | None,
+    tls: TlsFiles | None = None,
 ) -> None:
     """Serve HTTP (and SMTP when `smtp_port` is given) until SIGINT or SIGTERM."""
     import uvicorn
 
-    controller = start_smtp(store, host, smtp_port) if smtp_port is not None else None
+    controller = start_smtp(store, host, smtp_port, tls) if smtp_port is not None else None
     try:
         server = uvicorn.Server(
             uvicorn.Config(
@@ -501,3 +514,115 @@ def run_sink(
     finally:
         if controller is not None:
             controller.stop()
+
+
+# -- TLS for STARTTLS -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A demo CA, the sink's certificate for 127.0.0.1/localhost, and a CA bundle that trusts it."""
+
+    ca: Path
+    cert: Path
+    key: Path
+    bundle: Path
+
+
+def ensure_tls(data_dir: Path, extra_cafiles: Sequence[str] = ()) -> TlsFiles:
+    """The sink's TLS files in `<data_dir>/sink-tls/`, created once (valid for a year).
+
+    `bundle` holds certifi's and the system's CAs, any `extra_cafiles`, and the demo CA: what
+    `SSL_CERT_FILE` points at for the processes that must trust the sink (demo mode only).
+    """
+    folder = data_dir / TLS_DIR
+    files = TlsFiles(
+        folder / "ca.pem", folder / "cert.pem", folder / "key.pem", folder / "bundle.pem"
+    )
+    if not (files.ca.is_file() and files.cert.is_file() and files.key.is_file()):
+        folder.mkdir(parents=True, exist_ok=True)
+        ca_pem, cert_pem, key_pem = _issue_certificates()
+        files.key.write_bytes(key_pem)
+        files.key.chmod(0o600)
+        files.cert.write_bytes(cert_pem)
+        files.ca.write_bytes(ca_pem)
+    parts: list[bytes] = []
+    for cafile in [_certifi_where(), ssl.get_default_verify_paths().cafile, *extra_cafiles]:
+        if cafile and Path(cafile).is_file() and Path(cafile) != files.bundle:
+            parts.append(Path(cafile).read_bytes().rstrip() + b"\n")
+    parts.append(files.ca.read_bytes())
+    files.bundle.write_bytes(b"".join(parts))
+    return files
+
+
+def _certifi_where() -> str | None:
+    try:
+        import certifi
+    except ImportError:
+        return None
+    return str(certifi.where())
+
+
+def _issue_certificates() -> tuple[bytes, bytes, bytes]:
+    """(CA cert, server cert, server key) in PEM: a throwaway CA for the demo sink only."""
+    import ipaddress
+    from datetime import UTC, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.now(UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"hub demo sink CA ({LABEL})")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )  # fmt: skip
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=365))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    key_pem = key.private_bytes(
+        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return ca.public_bytes(pem), cert.public_bytes(pem), key_pem

@@ -6,8 +6,10 @@ import os
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from hub import demomode
+from hub.endpoints import EndpointConfig
 from hub.settings import Settings
 
 ENDPOINTS = """\
@@ -30,6 +32,10 @@ endpoints:
   email:
     kind: email
     host: "env:SMTP_HOST"
+    port: "env:SMTP_PORT"
+    username: "env:SMTP_USER"
+    password: "env:SMTP_PASSWORD"
+    starttls: true
     from_addr: "env:SMTP_FROM"
 """
 
@@ -70,7 +76,15 @@ def test_on_a_fresh_machine_every_example_endpoint_points_at_the_sink(settings: 
     assert env["DEMO_FINANCE_URL"] == "http://127.0.0.1:18100/finance"
     assert env["DEMO_CRM_SIGNING_SECRET"] == env["DEMO_FINANCE_SIGNING_SECRET"] == secret
     assert env["ZAPI_BASE_URL"] == "http://127.0.0.1:18100/whatsapp"
-    assert (env["SMTP_HOST"], env["SMTP_FROM"]) == ("127.0.0.1", "hub-demo@example.com")
+    assert (env["SMTP_HOST"], env["SMTP_PORT"]) == ("127.0.0.1", "12525")
+    assert env["SMTP_FROM"] == "hub-demo@example.com"
+    assert env["SMTP_USER"].startswith("demo-") and env["SMTP_PASSWORD"].startswith("demo-")
+    # STARTTLS: the sink offers it, and the tree trusts the sink's demo CA on top of the usual CAs
+    assert plan.smtp_starttls and "--smtp-starttls" in plan.child().args
+    bundle = Path(env["SSL_CERT_FILE"])
+    assert bundle == (settings.data_dir / "sink-tls" / "bundle.pem").resolve()
+    assert (settings.data_dir / "sink-tls" / "ca.pem").read_bytes() in bundle.read_bytes()
+    assert bundle.read_bytes().count(b"BEGIN CERTIFICATE") > 10
     assert env["DEMO_CRM_TOKEN"].startswith("demo-")
     assert plan.zapi_client_token == env["DEMO_ZAPI_CLIENT_TOKEN"]
     assert plan.sink_secrets == [secret]
@@ -142,3 +156,14 @@ def test_the_sink_child_gets_its_secrets_in_the_environment_not_the_command_line
     assert not any(s in " ".join(child.args) for s in plan.sink_secrets)
     assert env["HUB_SINK_SECRETS"].split() == plan.sink_secrets
     assert env["HUB_SINK_ZAPI_CLIENT_TOKEN"] == plan.zapi_client_token
+
+
+def test_an_endpoint_port_is_a_number_or_a_reference() -> None:
+    base = {"kind": "email", "host": "env:SMTP_HOST", "from_addr": "env:SMTP_FROM"}
+    assert EndpointConfig.model_validate({**base, "port": "env:SMTP_PORT"}).port == "env:SMTP_PORT"
+    assert EndpointConfig.model_validate({**base, "port": 587}).port == 587
+    assert EndpointConfig.model_validate({**base, "port": "2525"}).port == 2525
+    with pytest.raises(ValidationError, match="port is a number or a reference"):
+        EndpointConfig.model_validate({**base, "port": "smtp"})
+    with pytest.raises(ValidationError, match="port is between 1 and 65535"):
+        EndpointConfig.model_validate({**base, "port": 70000})

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import smtplib
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -25,8 +26,10 @@ from hub.sink import (
     LABEL,
     SinkConfig,
     SinkStore,
+    TlsFiles,
     Verdict,
     create_sink_app,
+    ensure_tls,
     load_or_create_secret,
     new_secret,
     start_smtp,
@@ -47,7 +50,8 @@ def _free_port() -> int:
 class SinkServer:
     """The sink's HTTP app under uvicorn in a thread, and its SMTP half, on free loopback ports."""
 
-    def __init__(self, store: SinkStore, config: SinkConfig) -> None:
+    def __init__(self, store: SinkStore, config: SinkConfig, tls: TlsFiles | None = None) -> None:
+        self.tls = tls
         self.port = _free_port()
         self.smtp_port = _free_port()
         self.store = store
@@ -67,7 +71,7 @@ class SinkServer:
         return f"http://127.0.0.1:{self.port}"
 
     def __enter__(self) -> SinkServer:
-        self.smtp = start_smtp(self.store, "127.0.0.1", self.smtp_port)
+        self.smtp = start_smtp(self.store, "127.0.0.1", self.smtp_port, self.tls)
         self.thread.start()
         deadline = time.monotonic() + 10
         while not self.server.started and time.monotonic() < deadline:
@@ -234,6 +238,25 @@ def test_the_smtp_sink_receives_a_real_email(sink: SinkServer) -> None:
     assert received["to"] == ["ana@example.com"]
     assert received["subject"] == "Bem-vinda"
     assert received["text"].strip() == "Olá Ana, seja bem-vinda!"
+
+
+def test_the_smtp_sink_offers_starttls_with_a_certificate_the_bundle_trusts(
+    store: SinkStore, tmp_path: Path
+) -> None:
+    tls = ensure_tls(tmp_path)
+    with SinkServer(store, SinkConfig((SECRET,)), tls) as server:
+        message = EmailMessage()
+        message["From"], message["To"], message["Subject"] = "a@example.com", "b@example.com", "Oi"
+        message.set_content("tls")
+        with smtplib.SMTP("127.0.0.1", server.smtp_port, timeout=10) as smtp:
+            smtp.starttls(context=ssl.create_default_context(cafile=str(tls.bundle)))
+            smtp.login("demo", "demo")
+            smtp.send_message(message)
+        with smtplib.SMTP("127.0.0.1", server.smtp_port, timeout=10) as smtp:
+            with pytest.raises(ssl.SSLCertVerificationError):
+                smtp.starttls(context=ssl.create_default_context())  # only the bundle trusts it
+    assert [orjson.loads(i.body)["subject"] for i in store.list()] == ["Oi"]
+    assert ensure_tls(tmp_path).cert.read_bytes() == tls.cert.read_bytes()  # created once
 
 
 # -- the CLI --------------------------------------------------------------------------------------

@@ -63,6 +63,11 @@ def _loopback(host: str) -> str:
     default=None,
     help="Client-Token that Z-API calls must carry (unset: any).",
 )
+@click.option(
+    "--smtp-starttls",
+    is_flag=True,
+    help="Offer STARTTLS on SMTP, with a certificate from a demo CA in <data_dir>/sink-tls/.",
+)
 @click.option("--tail", is_flag=True, help="Print what the sink received, and follow it.")
 @click.option("--no-follow", is_flag=True, help="With --tail: print and exit.")
 @click.option("--system", default=None, help="With --tail: only this target system (e.g. crm).")
@@ -80,6 +85,7 @@ def sink(
     smtp_port: int,
     secrets_: tuple[str, ...],
     zapi_client_token: str | None,
+    smtp_starttls: bool,
     tail: bool,
     no_follow: bool,
     system: str | None,
@@ -94,7 +100,14 @@ def sink(
     """
     from hub import logs
     from hub.cli import load_settings
-    from hub.sink import LABEL, SinkConfig, SinkStore, load_or_create_secret, run_sink
+    from hub.sink import (
+        LABEL,
+        SinkConfig,
+        SinkStore,
+        ensure_tls,
+        load_or_create_secret,
+        run_sink,
+    )
 
     settings = load_settings()
     store = SinkStore.in_data_dir(settings.data_dir)
@@ -110,11 +123,13 @@ def sink(
     if not secret_list:
         secret_list = [load_or_create_secret(settings.data_dir)]
     config = SinkConfig(tuple(secret_list), zapi_client_token or None)
+    tls = ensure_tls(settings.data_dir) if smtp_starttls and smtp_port else None
     base = f"http://{host}:{port}"
     smtp = f"; SMTP on {host}:{smtp_port}" if smtp_port else ""
+    smtp += " (STARTTLS)" if tls else ""
     click.echo(f"hub sink: {LABEL} for the target systems on {base}{smtp}", err=True)
     click.echo(f"  page: {base}/   recorded in {store.path}   watch: hub sink --tail", err=True)
-    run_sink(store, config, host, port, smtp_port or None)
+    run_sink(store, config, host, port, smtp_port or None, tls)
 
 
 def _tail(store: SinkStore, system: str | None, last: int, follow: bool) -> None:
