@@ -155,6 +155,18 @@ def run_up(settings: Settings, worker_count: int = 1) -> int:
             _say("hub: stopped")
 
 
+def _demo_lines(stand_in: demomode.StandIn | None) -> list[str]:
+    if stand_in is None:
+        return []
+    return [
+        "  see seed 003's flows end to end (in another terminal):",
+        "    hub demo",
+        f"  what the target systems received ({demomode.LABEL}): {stand_in.base}/"
+        "  or  hub sink --tail",
+        "",
+    ]
+
+
 def _banner(
     settings: Settings,
     base: str,
@@ -187,15 +199,3 @@ def _banner(
         "",
     ]
     click.echo("\n".join(lines))
-
-
-def _demo_lines(stand_in: demomode.StandIn | None) -> list[str]:
-    if stand_in is None:
-        return []
-    return [
-        "  see seed 003's flows end to end (in another terminal):",
-        "    hub demo",
-        f"  what the target systems received ({demomode.LABEL}): {stand_in.base}/"
-        "  or  hub sink --tail",
-        "",
-    ]
