@@ -434,7 +434,7 @@ def describe_delivery(view: DeliveryView, now: datetime) -> str:
             status += f" (attempt {view.attempts})"
         if view.last_error and view.status != DeliveryStatus.DELIVERED:
             status += f": {view.last_error}"
-    return f"     {_mark(view, now)} {where:<42} {status:<12} {view.id}"
+    return f"     {_mark(view, now)} {where:<46} {status:<10} {view.id}"
 
 
 def _human(seconds: float) -> str:

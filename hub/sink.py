@@ -470,6 +470,8 @@ def start_smtp(store: SinkStore, host: str, port: int, tls: TlsFiles | None = No
     """Start the SMTP half in a thread of its own; returns the aiosmtpd Controller (`.stop()`)."""
     from aiosmtpd.controller import Controller
 
+    # aiosmtpd 1.4 logs a deprecation of its own Session.login_data on every successful AUTH
+    logging.getLogger("mail.log").setLevel(logging.ERROR)
     context = None
     if tls is not None:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
