@@ -48,6 +48,7 @@ class StandIn:
     sink_secrets: list[str] = field(default_factory=list)
     zapi_client_token: str | None = None
     smtp_starttls: bool = False  # a stood-in e-mail endpoint wants STARTTLS
+    env_file: Path | None = None
 
     @property
     def base(self) -> str:
@@ -86,7 +87,9 @@ class StandIn:
             f"(not real systems) at {self.base}/ and SMTP {SINK_HOST}:{self.smtp_port}",
         ]
         if self.sources:
-            lines.append(f"demo secrets generated for sources {', '.join(self.sources)}")
+            lines.append(
+                f"demo signing secrets (in {self.env_file}) for sources {', '.join(self.sources)}"
+            )
         return lines
 
 
@@ -157,7 +160,8 @@ def plan(
     if stand_in.smtp_starttls:  # the tree trusts the sink's demo CA (on top of the usual ones)
         extra = [env["SSL_CERT_FILE"]] if env.get("SSL_CERT_FILE") else []
         stand_in.env["SSL_CERT_FILE"] = str(ensure_tls(settings.data_dir, extra).bundle.resolve())
-    write_env_file(settings.data_dir / ENV_FILE, {**stand_in.env, "HUB_SINK_URL": stand_in.base})
+    stand_in.env_file = settings.data_dir / ENV_FILE
+    write_env_file(stand_in.env_file, {**stand_in.env, "HUB_SINK_URL": stand_in.base})
     return stand_in
 
 
