@@ -63,14 +63,16 @@ class RunningHub:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> RunningHub:
-        self.process = subprocess.Popen(
-            ["hub", "up"],
-            cwd=self.cwd,
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
+        self.log = self.cwd / "hub-up.log"
+        with self.log.open("a") as log:
+            self.process = subprocess.Popen(
+                ["hub", "up"],
+                cwd=self.cwd,
+                env=self.env,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+            )
         assert self.process.stdout is not None
         lines: list[str] = []
         deadline = time.monotonic() + 60
@@ -84,7 +86,8 @@ class RunningHub:
                 self.tree = descendants(self.process.pid)
                 return self
         self.process.kill()
-        raise AssertionError("hub up printed no banner:\n" + "".join(lines))
+        tail = self.log.read_text()[-3000:]
+        raise AssertionError("hub up printed no banner:\n" + "".join(lines) + tail)
 
     def children(self) -> dict[str, int]:
         """The named children of the banner's `processes:` line (sink, web, worker-1, …)."""
