@@ -27,7 +27,7 @@ from hub.endpoints import EndpointConfig, read_endpoints
 from hub.models import EndpointKind
 from hub.processes import HUB, Child
 from hub.settings import Settings
-from hub.sink import LABEL, ensure_tls, load_or_create_secret, new_secret
+from hub.sink import LABEL, ensure_tls, load_or_create_secret, new_secret, write_trust_bundle
 from hub.sources import SignatureScheme, SourceConfig, read_sources
 
 DEMO_TENANT = "demo"
@@ -159,7 +159,8 @@ def plan(
         _generate_source_secret(stand_in, name, source, env, saved)
     if stand_in.smtp_starttls:  # the tree trusts the sink's demo CA (on top of the usual ones)
         extra = [env["SSL_CERT_FILE"]] if env.get("SSL_CERT_FILE") else []
-        stand_in.env["SSL_CERT_FILE"] = str(ensure_tls(settings.data_dir, extra).bundle.resolve())
+        bundle = write_trust_bundle(ensure_tls(settings.data_dir), extra)
+        stand_in.env["SSL_CERT_FILE"] = str(bundle.resolve())
     stand_in.env_file = settings.data_dir / ENV_FILE
     write_env_file(stand_in.env_file, {**stand_in.env, "HUB_SINK_URL": stand_in.base})
     return stand_in

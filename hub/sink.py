@@ -531,12 +531,8 @@ class TlsFiles:
     bundle: Path
 
 
-def ensure_tls(data_dir: Path, extra_cafiles: Sequence[str] = ()) -> TlsFiles:
-    """The sink's TLS files in `<data_dir>/sink-tls/`, created once (valid for a year).
-
-    `bundle` holds certifi's and the system's CAs, any `extra_cafiles`, and the demo CA: what
-    `SSL_CERT_FILE` points at for the processes that must trust the sink (demo mode only).
-    """
+def ensure_tls(data_dir: Path) -> TlsFiles:
+    """The sink's TLS files in `<data_dir>/sink-tls/`, created once (valid for a year)."""
     folder = data_dir / TLS_DIR
     files = TlsFiles(
         folder / "ca.pem", folder / "cert.pem", folder / "key.pem", folder / "bundle.pem"
@@ -544,17 +540,32 @@ def ensure_tls(data_dir: Path, extra_cafiles: Sequence[str] = ()) -> TlsFiles:
     if not (files.ca.is_file() and files.cert.is_file() and files.key.is_file()):
         folder.mkdir(parents=True, exist_ok=True)
         ca_pem, cert_pem, key_pem = _issue_certificates()
-        files.key.write_bytes(key_pem)
-        files.key.chmod(0o600)
-        files.cert.write_bytes(cert_pem)
-        files.ca.write_bytes(ca_pem)
+        _write_atomically(files.key, key_pem, 0o600)
+        _write_atomically(files.cert, cert_pem)
+        _write_atomically(files.ca, ca_pem)
+    return files
+
+
+def write_trust_bundle(files: TlsFiles, extra_cafiles: Sequence[str] = ()) -> Path:
+    """`files.bundle`: certifi's and the system's CAs, any `extra_cafiles`, and the demo CA.
+
+    What `SSL_CERT_FILE` points at for the processes that must trust the sink (demo mode only).
+    """
     parts: list[bytes] = []
     for cafile in [_certifi_where(), ssl.get_default_verify_paths().cafile, *extra_cafiles]:
         if cafile and Path(cafile).is_file() and Path(cafile) != files.bundle:
             parts.append(Path(cafile).read_bytes().rstrip() + b"\n")
     parts.append(files.ca.read_bytes())
-    files.bundle.write_bytes(b"".join(parts))
-    return files
+    _write_atomically(files.bundle, b"".join(parts))
+    return files.bundle
+
+
+def _write_atomically(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Readers see the old file or the new one, never half of one."""
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    temporary.write_bytes(data)
+    temporary.chmod(mode)
+    temporary.replace(path)
 
 
 def _certifi_where() -> str | None:

@@ -35,6 +35,7 @@ from hub.sink import (
     start_smtp,
     system_of,
     verify_signature,
+    write_trust_bundle,
 )
 
 SECRET = new_secret()
@@ -244,6 +245,7 @@ def test_the_smtp_sink_offers_starttls_with_a_certificate_the_bundle_trusts(
     store: SinkStore, tmp_path: Path
 ) -> None:
     tls = ensure_tls(tmp_path)
+    write_trust_bundle(tls)
     with SinkServer(store, SinkConfig((SECRET,)), tls) as server:
         message = EmailMessage()
         message["From"], message["To"], message["Subject"] = "a@example.com", "b@example.com", "Oi"

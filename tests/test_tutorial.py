@@ -17,10 +17,6 @@ from pathlib import Path
 import pytest
 from running_hub import RunningHub, alive
 
-pytest.importorskip("hub.routing", reason="needs the mapping engine")
-pytest.importorskip("hub.delivery.jobs", reason="needs the delivery workers")
-pytestmark = pytest.mark.slow
-
 ROOT = Path(__file__).resolve().parent.parent
 SECTION = "## Your first flow in 10 minutes"
 
@@ -50,7 +46,10 @@ def test_the_readme_tutorial_has_the_promised_steps() -> None:
         assert step in text, step
 
 
+@pytest.mark.slow
 def test_the_tutorial_runs_as_written(tmp_path: Path) -> None:
+    pytest.importorskip("hub.routing", reason="needs the mapping engine")
+    pytest.importorskip("hub.delivery.jobs", reason="needs the delivery workers")
     shutil.copytree(ROOT / "mappings", tmp_path / "mappings")
     hub = RunningHub(tmp_path).start()
     blocks = tutorial_blocks((ROOT / "README.md").read_text())
