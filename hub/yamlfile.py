@@ -7,10 +7,11 @@ would: `mappings/rules/lead.yaml:14 routes[0].body.phone: unknown function 'phon
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -119,7 +120,7 @@ def validation_problems(
         loc = (*base, *_clean_loc(err["loc"], lines, base))
         message = err["msg"]
         if err["type"] == "extra_forbidden":
-            message = "unknown key"
+            message = "unknown key" + _did_you_mean(loc[-1] if loc else "", error.title)
         elif message.startswith("Value error, "):
             message = message[len("Value error, ") :]
         elif message.startswith("Assertion failed, "):
@@ -132,6 +133,39 @@ class ConfigModel(BaseModel):
     """Base of every model read from a config file: unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _CONFIG_MODELS[cls.__name__] = cls
+
+
+_CONFIG_MODELS: dict[str, type[BaseModel]] = {}
+
+
+def _known_keys(model: type[BaseModel], seen: set[type[BaseModel]] | None = None) -> set[str]:
+    """Every key `model` and the models nested in it accept (for 'did you mean')."""
+    seen = set() if seen is None else seen
+    if model in seen:
+        return set()
+    seen.add(model)
+    keys: set[str] = set()
+    for name, info in model.model_fields.items():
+        keys.add(info.alias or name)
+        todo: list[Any] = [info.annotation]
+        while todo:
+            current = todo.pop()
+            if isinstance(current, type) and issubclass(current, BaseModel):
+                keys |= _known_keys(current, seen)
+            todo.extend(get_args(current))
+    return keys
+
+
+def _did_you_mean(key: str | int, model_name: str) -> str:
+    model = _CONFIG_MODELS.get(model_name)
+    if model is None or not isinstance(key, str):
+        return ""
+    close = difflib.get_close_matches(key, sorted(_known_keys(model)), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 M = TypeVar("M", bound=BaseModel)
