@@ -92,7 +92,9 @@ def compile_template(text: str, loc: Loc, problems: Problems, *, url: bool = Fal
             parts.append(text[pos : match.start()])
         inner = match.group(1)
         if not is_path(inner):
-            problems.append((loc, f"a placeholder holds a path such as {{{{ $.name }}}}: {inner!r}"))
+            problems.append(
+                (loc, f"a placeholder holds a path such as {{{{ $.name }}}}: {inner!r}")
+            )
             pos = match.end()
             continue
         parts.append(_path(inner, loc, problems))

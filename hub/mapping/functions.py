@@ -331,9 +331,7 @@ REGISTRY: dict[str, Function] = {
         Function("cpf", cpf, 1, 2, "CPF: format | digits | mask | validate", {1: _MODES}),
         Function("cnpj", cnpj, 1, 2, "CNPJ: format | digits | mask | validate", {1: _MODES}),
         Function("date", date_fn, 1, 3, "date(value, format='%Y-%m-%d', input_format)"),
-        Function(
-            "datetime", datetime_fn, 1, 4, "datetime(value, format='iso', tz, input_format)"
-        ),
+        Function("datetime", datetime_fn, 1, 4, "datetime(value, format='iso', tz, input_format)"),
         Function("money", money, 1, 1, "an amount as integer cents"),
         Function("concat", concat, 1, None, "the values joined as text (nulls skipped)"),
         Function("coalesce", coalesce, 1, None, "the first value that is not null or empty"),
