@@ -16,3 +16,10 @@ async def accept(request: Request) -> Response:
 
 
 app = Starlette(routes=[Route("/webhooks/{source}", accept, methods=["POST"])])
+
+
+async def health(_request: Request) -> Response:
+    return Response(b'{"status":"ok"}', media_type="application/json")
+
+
+app.router.routes.append(Route("/health", health, methods=["GET"]))

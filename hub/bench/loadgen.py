@@ -50,10 +50,12 @@ def run_load(
     concurrency: int,
     duration: float,
     prefer_wrk: bool = True,
+    total: int | None = None,
 ) -> LoadResult:
-    if prefer_wrk and shutil.which("wrk"):
+    """Load for `duration` seconds (or until `total` requests, which needs the built-in client)."""
+    if prefer_wrk and total is None and shutil.which("wrk"):
         return _run_wrk(url, body, headers, concurrency=concurrency, duration=duration)
-    return _run_builtin(url, body, headers, concurrency=concurrency, duration=duration)
+    return _run_builtin(url, body, headers, concurrency=concurrency, duration=duration, total=total)
 
 
 # -- wrk -------------------------------------------------------------------------------------
@@ -136,7 +138,13 @@ def _run_wrk(
 
 
 async def _connection(
-    host: str, port: int, head: bytes, body: bytes, deadline: float, out: dict[str, list]
+    host: str,
+    port: int,
+    head: bytes,
+    body: bytes,
+    deadline: float,
+    out: dict[str, list],
+    budget: list[int],
 ) -> None:
     try:
         reader, writer = await asyncio.open_connection(host, port)
@@ -146,7 +154,8 @@ async def _connection(
     counter = 0
     tag = uuid.uuid4().hex[:12]
     try:
-        while time.perf_counter() < deadline:
+        while time.perf_counter() < deadline and budget[0] != 0:
+            budget[0] -= 1
             counter += 1
             key = f"bench-{tag}-{counter}"
             request = head + f"Idempotency-Key: {key}\r\n\r\n".encode() + body
@@ -175,7 +184,13 @@ async def _connection(
 
 
 def _builtin_main(
-    url: str, body: bytes, headers: dict[str, str], concurrency: int, duration: float, path: str
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    concurrency: int,
+    duration: float,
+    path: str,
+    total: int | None = None,
 ) -> None:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
@@ -185,12 +200,16 @@ def _builtin_main(
         + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
     ).encode()
     out: dict[str, list] = {"latencies": [], "statuses": [], "errors": [], "keys": []}
+    budget = [-1 if total is None else total]  # requests left to send; -1: no limit
 
     async def main() -> float:
         started = time.perf_counter()
         deadline = started + duration
         await asyncio.gather(
-            *(_connection(host, port, head, body, deadline, out) for _ in range(concurrency))
+            *(
+                _connection(host, port, head, body, deadline, out, budget)
+                for _ in range(concurrency)
+            )
         )
         return time.perf_counter() - started
 
@@ -205,7 +224,13 @@ def _builtin_main(
 
 
 def _run_builtin(
-    url: str, body: bytes, headers: dict[str, str], *, concurrency: int, duration: float
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    *,
+    concurrency: int,
+    duration: float,
+    total: int | None = None,
 ) -> LoadResult:
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "result.json")
@@ -213,7 +238,8 @@ def _run_builtin(
         Path(config).write_text(
             json.dumps(
                 {"url": url, "body": body.decode(), "headers": headers,
-                 "concurrency": concurrency, "duration": duration, "path": path}
+                 "concurrency": concurrency, "duration": duration, "path": path,
+                 "total": total}
             )
         )  # fmt: skip
         subprocess.run(
@@ -248,5 +274,5 @@ if __name__ == "__main__":
     cfg = json.loads(Path(sys.argv[1]).read_text())
     _builtin_main(
         cfg["url"], cfg["body"].encode(), cfg["headers"], cfg["concurrency"], cfg["duration"],
-        cfg["path"],
+        cfg["path"], cfg.get("total"),
     )  # fmt: skip
