@@ -220,8 +220,9 @@ def _function(raw: dict[str, Any], loc: Loc, problems: Problems, where: str) -> 
         (only,) = getters
 
         def call1(root: Any, item: Any) -> Any:
+            value = only(root, item)  # an argument's own failure is already located
             try:
-                return call(only(root, item))
+                return call(value)
             except TransformError as exc:
                 raise TransformError(prefix + exc.message) from exc
             except Exception as exc:  # noqa: BLE001 - a bad value fails the event, not the worker
@@ -232,8 +233,9 @@ def _function(raw: dict[str, Any], loc: Loc, problems: Problems, where: str) -> 
     arg_getters = tuple(getters)
 
     def call_n(root: Any, item: Any) -> Any:
+        values = [get(root, item) for get in arg_getters]
         try:
-            return call(*[get(root, item) for get in arg_getters])
+            return call(*values)
         except TransformError as exc:
             raise TransformError(prefix + exc.message) from exc
         except Exception as exc:  # noqa: BLE001 - a bad value fails the event, not the worker
