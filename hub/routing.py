@@ -105,13 +105,14 @@ def _route_batch(
         ).all()
         if not events:
             return out
-        existing = set(
-            session.execute(
+        existing = {
+            (row[0], row[1], row[2])
+            for row in session.execute(
                 select(
                     WebhookDelivery.event_id, WebhookDelivery.mapping, WebhookDelivery.route
                 ).where(WebhookDelivery.event_id.in_([e.id for e in events]))
-            ).tuples()
-        )
+            )
+        }
         now = utcnow()
         deliveries: list[dict[str, Any]] = []
         scheduled: list[dict[str, Any]] = []
