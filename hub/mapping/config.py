@@ -96,6 +96,7 @@ def load_mappings(directory: Path) -> MappingsConfig:
             where = display_path(files[rule.rule])
             found.append((("rule",), f"rule '{rule.rule}' is also defined in {where}"))
         compiled_rule = compile_rule(rule, signatures, found)
+        found.sort(key=lambda item: lines.line(item[0]))
         problems.extend(problem(path, lines, loc, message) for loc, message in found)
         if not found:
             rules[rule.rule] = rule

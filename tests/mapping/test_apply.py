@@ -62,7 +62,11 @@ def test_applying_the_same_files_twice_changes_nothing(engine: Engine, redis: Re
     assert not second.changed
     assert second.version == first.version
     assert len(second.rules.unchanged) == 3
-    after = count(engine, EventMapping), count(engine, WebhookEndpoint), count(engine, ConfigVersion)
+    after = (
+        count(engine, EventMapping),
+        count(engine, WebhookEndpoint),
+        count(engine, ConfigVersion),
+    )
     assert after == rows
 
 

@@ -43,9 +43,7 @@ def test_a_new_version_is_loaded_when_the_key_changes(
     assert "client-registered" not in reloaded.ruleset.by_name
 
 
-def test_without_the_redis_key_the_database_version_is_used(
-    engine: Engine, redis: Redis
-) -> None:
+def test_without_the_redis_key_the_database_version_is_used(engine: Engine, redis: Redis) -> None:
     live = LiveMappings(interval=0.0, db_interval=0.0)
     assert live.get(engine, redis).version == 0
     result = apply_mappings(engine, None, load_mappings(SHIPPED))  # Redis was not told
