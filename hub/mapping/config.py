@@ -119,18 +119,18 @@ def _cross_references(
         if name not in sources and not source_problems:
             found.append((("sources", index), _unknown("source", name, sources)))
     keys: dict[str, int] = {}
-    for index, route in enumerate(rule.routes):
+    for index, (route, key) in enumerate(zip(rule.routes, rule.route_keys(), strict=True)):
         if route.to not in endpoints and not endpoint_problems:
             found.append((("routes", index, "to"), _unknown("endpoint", route.to, endpoints)))
-        if route.route_key in keys:
+        if key in keys:
             found.append(
                 (
                     ("routes", index),
-                    f"routes[{keys[route.route_key]}] has the same key '{route.route_key}': "
-                    "give each route to one endpoint a distinct 'key'",
+                    f"routes[{keys[key]}] has the same key '{key}': give each route a distinct "
+                    "'key'",
                 )
             )
-        keys.setdefault(route.route_key, index)
+        keys.setdefault(key, index)
     for index, example in enumerate(rule.examples):
         if example.source is not None and example.source not in rule.sources:
             found.append(

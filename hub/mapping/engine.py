@@ -100,8 +100,8 @@ def compile_rule(
     if config.when is not None:
         condition = compile_condition(config.when, ("when",), problems)
     routes = []
-    for index, route in enumerate(config.routes):
-        routes.append(_compile_route(route, ("routes", index), endpoints, problems))
+    for index, (route, key) in enumerate(zip(config.routes, config.route_keys(), strict=True)):
+        routes.append(_compile_route(route, key, ("routes", index), endpoints, problems))
     return CompiledRule(
         name=config.rule,
         sources=frozenset(config.sources),
@@ -114,6 +114,7 @@ def compile_rule(
 
 def _compile_route(
     route: RouteConfig,
+    key: str,
     loc: tuple[str | int, ...],
     endpoints: Mapping[str, tuple[EndpointKind, str]],
     problems: Problems,
@@ -130,7 +131,7 @@ def _compile_route(
         for name, value in route.headers.items()
     )
     return CompiledRoute(
-        key=route.route_key,
+        key=key,
         endpoint=route.to,
         queue=route.queue.value if route.queue is not None else default_queue(kind),
         method=route.method or endpoint_method,

@@ -8,7 +8,8 @@ events: ["lead.created", "whatsapp.message.received"]   # topic patterns: * one 
 when: {exists: $.phone}                                  # optional, for the whole rule
 routes:
   - to: crm                     # an endpoint of endpoints.yaml
-    key: crm                    # optional: the route's name in deliveries (default: `to`)
+    key: crm                    # optional: the route's name in deliveries (default: `to`;
+                                #   several routes to one endpoint: to-1, to-2, …)
     queue: default              # default: notifications for zapi and email endpoints
     method: POST                # default: the endpoint's method
     path: /leads/{{ $.id }}     # appended to the endpoint's URL; placeholders are URL-quoted
@@ -56,10 +57,6 @@ class RouteConfig(ConfigModel):
     when: dict[str, Any] | None = None
     body: Any = None
 
-    @property
-    def route_key(self) -> str:
-        return self.key or self.to
-
     @field_validator("method")
     @classmethod
     def _method(cls, value: str | None) -> str | None:
@@ -104,6 +101,24 @@ class RuleConfig(ConfigModel):
             if problem is not None:
                 raise ValueError(problem)
         return events
+
+    def route_keys(self) -> list[str]:
+        """Each route's key: `key` if given, else `to`; several routes to one endpoint without
+        a key are `to-1`, `to-2`, … in order (stable when routes are added after them)."""
+        counts: dict[str, int] = {}
+        for route in self.routes:
+            counts[route.to] = counts.get(route.to, 0) + 1
+        seen: dict[str, int] = {}
+        keys = []
+        for route in self.routes:
+            if route.key is not None:
+                keys.append(route.key)
+            elif counts[route.to] == 1:
+                keys.append(route.to)
+            else:
+                seen[route.to] = seen.get(route.to, 0) + 1
+                keys.append(f"{route.to}-{seen[route.to]}")
+        return keys
 
     def definition(self) -> dict[str, Any]:
         """What is stored in event_mappings.definition (and checksummed)."""

@@ -109,6 +109,7 @@ rule: lead-created
 sources: [site]
 events: [lead.created]
 routes:
+  - {to: whatsapp, key: whatsapp-2, body: {}}
   - {to: whatsapp, body: {}}
   - {to: whatsapp, body: {}}
 """
@@ -116,7 +117,7 @@ routes:
     found = " | ".join(p for p in problems(mappings) if "zz_copy.yaml" in p)
     assert ":1 rule: rule 'lead-created' is also defined in" in found
     assert "lead_created.yaml" in found
-    assert ":6 routes[1]: routes[0] has the same key 'whatsapp'" in found
+    assert ":7 routes[2]: routes[0] has the same key 'whatsapp-2'" in found
 
 
 def test_problems_in_every_file_are_reported_together(mappings: Path) -> None:
@@ -133,3 +134,23 @@ def test_problems_in_every_file_are_reported_together(mappings: Path) -> None:
 
 def test_a_missing_directory_is_one_problem(tmp_path: Path) -> None:
     assert problems(tmp_path / "nowhere") == [f"{tmp_path / 'nowhere'}: not a directory"]
+
+
+def test_several_routes_to_one_endpoint_are_numbered(mappings: Path) -> None:
+    (mappings / "rules" / "fanout.yaml").write_text(
+        """\
+rule: fanout
+sources: [site]
+events: ["lead.*"]
+routes:
+  - {to: crm, path: /a, body: {}}
+  - {to: whatsapp, body: {}}
+  - {to: crm, path: /b, body: {}}
+  - {to: crm, key: audit, body: {}}
+"""
+    )
+    config = load_mappings(mappings)
+    assert config.rules["fanout"].route_keys() == ["crm-1", "whatsapp", "crm-2", "audit"]
+    assert [r.key for r in config.ruleset.by_name["fanout"].routes] == [
+        "crm-1", "whatsapp", "crm-2", "audit",
+    ]  # fmt: skip
