@@ -19,10 +19,10 @@ import orjson
 from redis import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import Engine, func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
-from hub.errors import ConfigError
+from hub.errors import ConfigError, DatabaseUnavailable
 from hub.mapping.config import MappingsConfig
 from hub.models import ConfigVersion, EventMapping, WebhookEndpoint
 
@@ -121,6 +121,11 @@ def apply_mappings(engine: Engine, redis: Redis | None, config: MappingsConfig) 
     except IntegrityError as exc:
         raise ConfigError(
             "another `hub mappings apply` wrote the same versions at the same time; run it again"
+        ) from exc
+    except (OperationalError, ProgrammingError) as exc:
+        reason = str(exc.orig) if exc.orig is not None else str(exc)
+        raise DatabaseUnavailable(
+            f"cannot write the mappings ({reason}); is the schema migrated (`hub migrate`)?"
         ) from exc
     result = ApplyResult(version, rule_changes, endpoint_changes)
     if redis is not None:

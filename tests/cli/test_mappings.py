@@ -100,3 +100,11 @@ def test_test_runs_every_example(mappings: Path) -> None:
 def test_dir_defaults_to_hub_mappings_dir(mappings: Path) -> None:
     code, out, _ = run(["mappings", "check"], {"HUB_MAPPINGS_DIR": str(mappings)})
     assert code == 0 and str(mappings) in out
+
+
+def test_apply_on_an_unmigrated_database_says_so(tmp_path: Path, redis_url: str) -> None:
+    env = {"HUB_DATABASE_URL": f"sqlite:///{tmp_path / 'empty.db'}", "HUB_REDIS_URL": redis_url}
+    code, _, err = run(["mappings", "apply", str(SHIPPED)], env)
+    assert code == 2
+    assert "is the schema migrated (`hub migrate`)?" in err
+    assert "Traceback" not in err
