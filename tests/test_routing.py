@@ -240,3 +240,21 @@ def test_when_redis_is_down_the_deliveries_are_left_for_the_sweeper(
     with Session(ctx.engine) as session:
         due = set(session.scalars(select(RetryQueue.delivery_id)))
     assert due == {row.id for row in rows.values()}
+
+
+def test_the_rq_job_routes_its_batch_in_a_worker(ctx: WorkerContext) -> None:
+    from rq import SimpleWorker
+
+    from hub.queues import enqueue_ids
+    from workers import context
+
+    event_ids = [store(ctx, "site", "lead.created", LEAD) for _ in range(3)]
+    enqueue_ids(ctx.redis, "workers.jobs.process_events", "default", event_ids)
+    context.install(ctx)
+    try:
+        worker = SimpleWorker([get_queue(ctx.redis, "default")], connection=ctx.redis)
+        worker.work(burst=True, max_jobs=1)
+    finally:
+        context.install(None)
+    assert [status(ctx.engine, e).status for e in event_ids] == [EventStatus.PROCESSED] * 3
+    assert len(queued_ids(ctx.redis, "default")) == 6  # crm + marketing per event

@@ -14,7 +14,7 @@ from typing import Any
 
 from hub.errors import TransformError
 from hub.mapping.conditions import Condition, Problems, compile_condition
-from hub.mapping.expressions import compile_template, compile_value
+from hub.mapping.expressions import as_text, compile_template, compile_value
 from hub.mapping.paths import Getter
 from hub.mapping.rules import RouteConfig, RuleConfig
 from hub.mapping.topics import TopicMatcher, compile_topics
@@ -39,9 +39,18 @@ class CompiledRoute:
         return {
             "method": self.method,
             "path": self.path(payload, payload) if self.path is not None else None,
-            "headers": {name: get(payload, payload) for name, get in self.headers},
+            "headers": self._headers(payload),
             "body": self.body(payload, payload),
         }
+
+    def _headers(self, payload: Any) -> dict[str, str]:
+        """Header values as text; a null value leaves the header out."""
+        out = {}
+        for name, get in self.headers:
+            value = get(payload, payload)
+            if value is not None:
+                out[name] = value if isinstance(value, str) else as_text(value)
+        return out
 
 
 @dataclass(frozen=True)

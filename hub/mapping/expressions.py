@@ -109,14 +109,14 @@ def compile_template(text: str, loc: Loc, problems: Problems, *, url: bool = Fal
             if type(piece) is str:
                 out.append(piece)
             else:
-                value = _as_text(piece(root, item))  # type: ignore[operator]
+                value = as_text(piece(root, item))  # type: ignore[operator]
                 out.append(quote(value, safe="") if url else value)
         return "".join(out)
 
     return render
 
 
-def _as_text(value: Any) -> str:
+def as_text(value: Any) -> str:
     if value is None:
         return ""
     if type(value) is str:

@@ -39,23 +39,19 @@ class Function:
     max_args: int | None  # None: any number
     summary: str
     choices: dict[int, tuple[str, ...]] = field(default_factory=dict)  # arg index -> constants
+    zone_arg: int | None = None  # the index of a time-zone argument
 
     def check_constant(self, index: int, value: object) -> str | None:
-        """Why a constant argument is unusable, or None when it is fine."""
+        """Why a constant argument is unusable (checked at load time), or None."""
         allowed = self.choices.get(index)
         if allowed is not None and value not in allowed:
             return f"{self.name}: argument {index + 1} is one of {', '.join(allowed)}"
-        if self.name in ("datetime",) and index == 2 and isinstance(value, str):
-            return _check_zone(value)
+        if index == self.zone_arg:
+            try:
+                ZoneInfo(str(value))
+            except (ZoneInfoNotFoundError, ValueError):
+                return f"{self.name}: unknown time zone {value!r}"
         return None
-
-
-def _check_zone(name: str) -> str | None:
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return f"datetime: unknown time zone {name!r}"
-    return None
 
 
 def _text(name: str, value: Any) -> str:
@@ -331,7 +327,14 @@ REGISTRY: dict[str, Function] = {
         Function("cpf", cpf, 1, 2, "CPF: format | digits | mask | validate", {1: _MODES}),
         Function("cnpj", cnpj, 1, 2, "CNPJ: format | digits | mask | validate", {1: _MODES}),
         Function("date", date_fn, 1, 3, "date(value, format='%Y-%m-%d', input_format)"),
-        Function("datetime", datetime_fn, 1, 4, "datetime(value, format='iso', tz, input_format)"),
+        Function(
+            "datetime",
+            datetime_fn,
+            1,
+            4,
+            "datetime(value, format='iso', tz, input_format)",
+            zone_arg=2,
+        ),
         Function("money", money, 1, 1, "an amount as integer cents"),
         Function("concat", concat, 1, None, "the values joined as text (nulls skipped)"),
         Function("coalesce", coalesce, 1, None, "the first value that is not null or empty"),

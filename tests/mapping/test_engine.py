@@ -119,3 +119,36 @@ def test_candidates_are_cached_per_source_and_type(rules: RuleSet) -> None:
     first = rules.candidates("site", "lead.created")
     assert rules.candidates("site", "lead.created") is first
     assert [r.name for r in first] == ["lead-created"]
+
+
+def test_route_headers_are_text_and_null_ones_are_left_out() -> None:
+    from hub.mapping.conditions import Problems
+    from hub.mapping.engine import compile_rule
+    from hub.mapping.rules import RuleConfig
+    from hub.models import EndpointKind
+
+    rule = RuleConfig.model_validate(
+        {
+            "rule": "headers",
+            "sources": ["site"],
+            "events": ["#"],
+            "routes": [
+                {
+                    "to": "crm",
+                    "headers": {
+                        "X-Id": "$.id",
+                        "X-Flag": "$.flag",
+                        "X-None": "$.nope",
+                        "X-Tag": "lead-{{ $.id }}",
+                    },
+                }  # fmt: skip
+            ],
+        }
+    )
+    problems: Problems = []
+    compiled = compile_rule(rule, {"crm": (EndpointKind.WEBHOOK, "PUT")}, problems)
+    assert problems == []
+    request = compiled.routes[0].request({"id": 42, "flag": True})
+    assert request["headers"] == {"X-Id": "42", "X-Flag": "true", "X-Tag": "lead-42"}
+    assert request["method"] == "PUT"  # the endpoint's method when the route names none
+    assert compiled.routes[0].queue == "default"
