@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import orjson
 from redis import Redis
 from sqlalchemy import Engine, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from hub import ids
@@ -81,8 +81,10 @@ def process_events(ctx: RoutingContext, event_ids: list[str]) -> dict[str, int]:
     applied = live_mappings(ctx.cache).get(ctx.engine, ctx.redis)
     try:
         outcome = _route_batch(ctx, applied.ruleset, applied.endpoint_ids, event_ids)
-    except IntegrityError:
-        # another worker inserted some of these deliveries concurrently: the second pass sees them
+    except (IntegrityError, OperationalError):
+        # another worker routed some of these events at the same time (a duplicate delivery, a
+        # deadlock, SQLite's stale snapshot): a second pass in a fresh transaction sees its rows
+        log.info("events.retry_batch", extra={"count": len(event_ids)})
         outcome = _route_batch(ctx, applied.ruleset, applied.endpoint_ids, event_ids)
     _enqueue(ctx, outcome.enqueue)
     return outcome.counts()

@@ -258,3 +258,38 @@ def test_the_rq_job_routes_its_batch_in_a_worker(ctx: WorkerContext) -> None:
         context.install(None)
     assert [status(ctx.engine, e).status for e in event_ids] == [EventStatus.PROCESSED] * 3
     assert len(queued_ids(ctx.redis, "default")) == 6  # crm + marketing per event
+
+
+def test_a_worker_racing_on_the_same_event_leaves_one_delivery_per_route(
+    ctx: WorkerContext,
+) -> None:
+    event_id = store(ctx, "site", "lead.created", LEAD)
+    with Session(ctx.engine) as session:
+        tenant_id = session.get(IntegrationEvent, event_id).tenant_id  # type: ignore[union-attr]
+    raced: list[str] = []
+
+    def other_worker_first(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.startswith("INSERT INTO webhook_deliveries") and not raced:
+            raced.append(ids.new_id(ids.DELIVERY))
+            racer = ctx.engine.connect()  # a second connection commits the same route first
+            with racer.begin():
+                racer.execute(
+                    WebhookDelivery.__table__.insert().values(
+                        id=raced[0], event_id=event_id, tenant_id=tenant_id,
+                        mapping="lead-created", route="crm", endpoint="crm", queue="default",
+                        status=DeliveryStatus.PENDING, attempts=0,
+                        created_at=utcnow(), updated_at=utcnow(),
+                    )
+                )  # fmt: skip
+            racer.close()
+
+    event.listen(ctx.engine, "before_cursor_execute", other_worker_first)
+    try:
+        counts = process_events(ctx, [event_id])
+    finally:
+        event.remove(ctx.engine, "before_cursor_execute", other_worker_first)
+    assert counts["processed"] == 1 and counts["deliveries"] == 2
+    rows = deliveries(ctx.engine, event_id)
+    assert set(rows) == {"crm", "auto-reply", "marketing"}
+    assert rows["crm"].id == raced[0]
+    assert status(ctx.engine, event_id).status == EventStatus.PROCESSED
