@@ -292,7 +292,11 @@ class AdminApiReader:
         self.key = key
 
     def read(self, event_id: str) -> EventView:
-        answer = self.client.get(f"/admin/events/{event_id}", headers={"X-API-Key": self.key})
+        path = f"/admin/events/{event_id}"
+        try:
+            answer = self.client.get(path, headers={"X-API-Key": self.key})
+        except httpx.TransportError as exc:
+            raise HubDown(f"the hub stopped answering (GET {path})") from exc
         if answer.status_code == 404:
             try:
                 error = answer.json()["error"]
@@ -488,8 +492,14 @@ def follow(
     for delivery in last.deliveries:
         if delivery.is_delayed(now):
             tally.delayed[delivery.id] = delivery
-        else:
-            tally.immediate[delivery.id] = delivery
+            continue
+        tally.immediate[delivery.id] = delivery
+        if delivery.status != DeliveryStatus.DELIVERED:
+            why = f": {delivery.last_error}" if delivery.last_error else ""
+            tally.problems.append(
+                f"{delivery.id} to {delivery.endpoint} ({delivery.rule}/{delivery.route}) "
+                f"is {delivery.status}{why}"
+            )
     if last.status == EventStatus.FAILED:
         tally.problems.append(f"event {event_id} failed: {last.error or 'see hub logs'}")
     elif last.status == EventStatus.NO_ROUTE:

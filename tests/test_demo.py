@@ -7,15 +7,19 @@ import hmac
 import socket
 import subprocess
 import sys
+import time
+from dataclasses import replace
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 import stripe
 from standardwebhooks import Webhook
 
-from hub.demo import build_request, scenarios, sign
-from hub.errors import ConfigError
+from hub.demo import DeliveryView, EventView, Tally, build_request, follow, scenarios, sign
+from hub.errors import ConfigError, NotFound
 from hub.sink import new_secret
 from hub.sources import SignatureConfig, SourceConfig
 
@@ -119,3 +123,68 @@ def test_a_missing_source_secret_names_the_variable() -> None:
     }
     with pytest.raises(ConfigError, match="source site is signed .token. with SITE_TOKEN"):
         build_request(scenarios("r4")[0], sources, {}, {}, "r4")
+
+
+# -- following an event ---------------------------------------------------------------------------
+
+NOW = datetime(2026, 11, 27, 21, 0, 0)
+
+
+class ScriptedReader:
+    """An EventReader that plays back snapshots of one event, the last one for ever."""
+
+    def __init__(self, *views: EventView | None) -> None:
+        self.views = list(views)
+
+    def read(self, event_id: str) -> EventView:
+        view = self.views.pop(0) if len(self.views) > 1 else self.views[0]
+        if view is None:
+            raise NotFound(event_id)
+        return view
+
+
+def _delivery(id_: str, route: str, status: str, **extra: Any) -> DeliveryView:
+    return DeliveryView(id_, "service-completed", route, "whatsapp", status, **extra)
+
+
+def _follow(reader: ScriptedReader) -> tuple[list[str], Tally]:
+    lines: list[str] = []
+    tally = Tally()
+    follow(reader, "evt_1", tally, time.monotonic() + 5, lines.append, utcnow=lambda: NOW)
+    return lines, tally
+
+
+def test_follow_prints_each_change_and_the_delayed_delivery_due_time() -> None:
+    later = NOW + timedelta(hours=2)
+    pending = _delivery("dlv_1", "notify-client", "pending")
+    delayed = _delivery("dlv_2", "feedback-request", "pending", next_attempt_at=later)
+    reader = ScriptedReader(
+        None,
+        EventView("evt_1", "queued"),
+        EventView("evt_1", "processed", (pending, delayed)),
+        EventView("evt_1", "processed", (replace(pending, status="delivered"), delayed)),
+    )
+    lines, tally = _follow(reader)
+    assert lines[0] == "     event queued"
+    assert lines[1] == "     event processed · rules: service-completed"
+    assert "… whatsapp   service-completed/notify-client" in lines[2]
+    assert "⏲ whatsapp   service-completed/feedback-request" in lines[3]
+    assert "scheduled for 2026-11-27 23:00:00 UTC (in 2h00m)" in lines[3]
+    assert "✓ whatsapp   service-completed/notify-client" in lines[4]
+    assert "delivered" in lines[4] and len(lines) == 5
+    assert tally.ok and tally.arrived == 1 and list(tally.delayed) == ["dlv_2"]
+
+
+def test_a_dead_delivery_is_a_problem_named_with_its_error() -> None:
+    dead = _delivery("dlv_3", "notify-client", "dead", attempts=1, last_error="HTTP 410")
+    lines, tally = _follow(ScriptedReader(EventView("evt_1", "processed", (dead,))))
+    assert "✗ whatsapp" in lines[1] and "dead: HTTP 410" in lines[1]
+    assert not tally.ok
+    assert tally.problems == [
+        "dlv_3 to whatsapp (service-completed/notify-client) is dead: HTTP 410"
+    ]
+
+
+def test_an_event_without_a_route_is_a_problem() -> None:
+    _, tally = _follow(ScriptedReader(EventView("evt_1", "no_route")))
+    assert tally.problems == ["event evt_1 matched no rule"] and not tally.ok
