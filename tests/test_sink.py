@@ -285,3 +285,12 @@ def test_sink_refuses_to_listen_beyond_loopback(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "loopback only" in result.output
+
+
+def test_sink_tail_where_nothing_was_recorded_says_so(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        cli, ["sink", "--tail", "--no-follow"], env={"HUB_DATA_DIR": str(tmp_path / ".hub")}
+    )
+    assert result.exit_code == 2
+    assert "the demo sink has recorded nothing here" in result.output
+    assert not (tmp_path / ".hub").exists()

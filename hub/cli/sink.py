@@ -100,8 +100,10 @@ def sink(
     """
     from hub import logs
     from hub.cli import load_settings
+    from hub.errors import ConfigError
     from hub.sink import (
         LABEL,
+        STORE_FILE,
         SinkConfig,
         SinkStore,
         ensure_tls,
@@ -110,6 +112,11 @@ def sink(
     )
 
     settings = load_settings()
+    if (tail or clear) and not (settings.data_dir / STORE_FILE).is_file():
+        raise ConfigError(
+            f"the demo sink has recorded nothing here: {settings.data_dir / STORE_FILE} does not "
+            "exist (run this where `hub up` or `hub sink` runs, or set HUB_DATA_DIR)"
+        )
     store = SinkStore.in_data_dir(settings.data_dir)
     if clear:
         click.echo(f"hub sink ({LABEL}): forgot {store.clear()} received item(s)")
