@@ -8,12 +8,11 @@ from __future__ import annotations
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from hub import logs
 from hub.db import create_db_engine
@@ -62,7 +61,15 @@ def create_app(settings: Settings) -> Starlette:
             health_redis.close()
             engine.dispose()
 
-    routes: list[Any] = [Route("/health", health, methods=["GET"])]
+    from hub import admin, ingress, simulate, status
+
+    routes: list[BaseRoute] = [
+        Route("/health", health, methods=["GET"]),
+        *ingress.ROUTES,
+        *simulate.ROUTES,
+        *admin.ROUTES,
+        *status.ROUTES,
+    ]
     return Starlette(
         routes=routes,
         lifespan=lifespan,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from redis import Redis
@@ -78,3 +79,39 @@ def check_redis(redis: Redis, settings: Settings) -> None:
 
 def get_queue(redis: Redis, name: QueueName | str) -> Queue:
     return Queue(QueueName(name).value, connection=redis)
+
+
+def enqueue_ids(
+    redis: Redis,
+    func: str,
+    queue: QueueName | str,
+    ids: Sequence[str],
+    *,
+    batch_size: int = 50,
+    job_timeout: int | None = None,
+) -> list[str]:
+    """Enqueue `func(ids_batch)` for each batch of `ids` in one Redis pipeline; returns job ids.
+
+    Jobs carry ids, never payloads. Raises RedisUnavailable when Redis cannot take them (the
+    database still holds the work; the sweeper enqueues it later).
+    """
+    if not ids:
+        return []
+    q = get_queue(redis, queue)
+    datas = [
+        Queue.prepare_data(
+            func,
+            args=(list(ids[i : i + batch_size]),),
+            timeout=job_timeout,
+            result_ttl=0,
+            failure_ttl=7 * 24 * 3600,
+        )
+        for i in range(0, len(ids), batch_size)
+    ]
+    try:
+        with redis.pipeline() as pipe:
+            jobs = q.enqueue_many(datas, pipeline=pipe)
+            pipe.execute()
+    except (RedisError, OSError) as exc:
+        raise RedisUnavailable(f"cannot enqueue {func} on {QueueName(queue).value}: {exc}") from exc
+    return [job.id for job in jobs]

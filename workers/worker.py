@@ -13,6 +13,7 @@ from rq import SimpleWorker
 
 from hub.queues import PRIORITY, QueueName, check_redis, connect_redis, get_queue
 from hub.settings import Settings
+from workers import context
 
 log = logging.getLogger("workers.worker")
 
@@ -27,6 +28,7 @@ def run_worker(
     """Work the queues until stopped (or, with `burst`, until they are empty)."""
     redis = connect_redis(settings, timeout=30)
     check_redis(redis, settings)
+    context.install(context.WorkerContext.from_settings(settings))
     worker = SimpleWorker(
         [get_queue(redis, q) for q in queues],
         connection=redis,

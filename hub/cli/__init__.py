@@ -45,6 +45,16 @@ def main() -> None:
     cli(prog_name="hub")
 
 
-from hub.cli import run as _run  # noqa: E402
+from hub.cli import (  # noqa: E402
+    bench,
+    demo,
+    keys,
+    mappings,
+    replay,
+    run,
+    sink,
+    status,
+)
 
-_run.register(cli)
+for _module in (run, keys, mappings, replay, status, bench, demo, sink):
+    _module.register(cli)
