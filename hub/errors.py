@@ -3,7 +3,8 @@
     HubError                         exit_code 2 (CLI); status_code 500 / code "internal" (HTTP)
     ├── ConfigError                  a setting or a config file is wrong
     │   ├── SettingError             one HUB_* setting is unusable (names the setting)
-    │   └── MappingsError            mappings/ has problems (each with file, line and path)
+    │   ├── MappingsError            mappings/ has problems (each with file, line and path)
+    │   └── SignatureNotConfigured   none of a source's signing secrets is set for the tenant
     ├── ServiceUnavailable           503: a backing service is down
     │   ├── DatabaseUnavailable      the database cannot be reached
     │   └── RedisUnavailable         Redis cannot be reached
@@ -72,6 +73,12 @@ class MappingsError(ConfigError):
         head = f"{count} problem{'s' if count != 1 else ''} in mappings"
         super().__init__(head + ":\n" + "\n".join(problems))
         self.problems = problems
+
+
+class SignatureNotConfigured(ConfigError):
+    """None of the source's signing secrets is set for this tenant (the server's fault: 500)."""
+
+    code = "signature_not_configured"
 
 
 class ServiceUnavailable(HubError):

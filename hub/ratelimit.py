@@ -1,0 +1,143 @@
+"""Incoming rate limits per (tenant, source), counted in Redis and shared by every web process.
+
+The limit is the tenant's override in `rate_limits` (for that source, else for every source), else
+the source's `rate_limit` in sources.yaml, else HUB_DEFAULT_RATE_LIMIT. Counting uses the `limits`
+library's sliding-window counter (two small counters per key, whatever the limit). An exceeded
+limit raises RateLimited with the seconds until the window lets the next request through.
+
+Redis down does not stop ingress (events are still stored): the check is skipped, logged, and not
+retried for `REDIS_PAUSE` seconds so a dead Redis costs no time per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+
+from limits import RateLimitItem, parse
+from limits.aio.storage import RedisStorage
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from limits.errors import StorageError
+from redis.exceptions import RedisError
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from hub.errors import DatabaseUnavailable, RateLimited, SettingError
+from hub.models import RateLimit
+from hub.queues import KEY_PREFIX
+from hub.units import parse_rate
+
+log = logging.getLogger("hub.ratelimit")
+
+REDIS_PREFIX = KEY_PREFIX + "ratelimit"
+OVERRIDES_TTL = 10.0  # seconds a tenant's overrides are trusted by a web process
+REDIS_PAUSE = 2.0  # seconds without checks after Redis failed
+REDIS_TIMEOUT = 0.5
+
+Overrides = dict[str | None, str]  # source (None: every source) -> limit
+OverridesLoader = Callable[[int], Awaitable[Overrides]]
+
+
+def load_overrides(engine: Engine, tenant_id: int) -> Overrides:
+    """A tenant's rows in `rate_limits`, by source."""
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(RateLimit.source, RateLimit.limit).where(RateLimit.tenant_id == tenant_id)
+            ).all()
+    except SQLAlchemyError as exc:
+        raise DatabaseUnavailable(f"cannot read rate limits ({type(exc).__name__})") from exc
+    return {row.source: row.limit for row in rows}
+
+
+def choose_limit(overrides: Overrides, source: str, source_limit: str | None, default: str) -> str:
+    """The limit in force: tenant+source override, tenant-wide override, source, default."""
+    if source in overrides:
+        return overrides[source]
+    if None in overrides:
+        return overrides[None]
+    return source_limit or default
+
+
+def limits_url(redis_url: str) -> str:
+    """Our Redis URL in the `limits` library's async notation."""
+    if redis_url.startswith("unix://"):
+        return "async+redis+unix://" + redis_url.removeprefix("unix://")
+    if redis_url.startswith(("redis://", "rediss://")):
+        return "async+" + redis_url
+    raise SettingError("HUB_REDIS_URL", f"unsupported Redis URL for rate limits: {redis_url}")
+
+
+class RateLimiter:
+    """`check(tenant_id, source, source_limit)`: count one request or raise RateLimited."""
+
+    def __init__(
+        self,
+        redis_url: str,
+        default_limit: str,
+        load: OverridesLoader,
+        *,
+        overrides_ttl: float = OVERRIDES_TTL,
+    ) -> None:
+        try:
+            self.default = parse_rate(default_limit)
+        except ValueError as exc:
+            raise SettingError("HUB_DEFAULT_RATE_LIMIT", str(exc)) from exc
+        storage = RedisStorage(
+            limits_url(redis_url),
+            implementation="redispy",
+            key_prefix=REDIS_PREFIX,
+            wrap_exceptions=True,
+            socket_timeout=REDIS_TIMEOUT,
+            socket_connect_timeout=REDIS_TIMEOUT,
+        )
+        self._strategy = SlidingWindowCounterRateLimiter(storage)
+        self._load = load
+        self._ttl = overrides_ttl
+        self._overrides: dict[int, tuple[float, Overrides]] = {}
+        self._items: dict[str, RateLimitItem] = {}
+        self._paused_until = 0.0
+
+    @classmethod
+    def for_engine(cls, engine: Engine, redis_url: str, default_limit: str) -> RateLimiter:
+        async def load(tenant_id: int) -> Overrides:
+            return await asyncio.to_thread(load_overrides, engine, tenant_id)
+
+        return cls(redis_url, default_limit, load)
+
+    async def limit_for(self, tenant_id: int, source: str, source_limit: str | None) -> str:
+        cached = self._overrides.get(tenant_id)
+        if cached is None or cached[0] <= time.monotonic():
+            cached = (time.monotonic() + self._ttl, await self._load(tenant_id))
+            self._overrides[tenant_id] = cached
+        return choose_limit(cached[1], source, source_limit, self.default)
+
+    async def check(self, tenant_id: int, source: str, source_limit: str | None) -> None:
+        if time.monotonic() < self._paused_until:
+            return
+        item = self._item(await self.limit_for(tenant_id, source, source_limit))
+        key = (str(tenant_id), source)
+        try:
+            if await self._strategy.hit(item, *key):
+                return
+            stats = await self._strategy.get_window_stats(item, *key)
+        except (StorageError, RedisError, OSError) as exc:
+            self._paused_until = time.monotonic() + REDIS_PAUSE
+            log.warning(
+                "ratelimit.unavailable",
+                extra={"source": source, "tenant_id": tenant_id, "error_class": type(exc).__name__},
+            )
+            return
+        retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+        raise RateLimited(
+            f"more than {item} for this source; retry in {retry_after}s", retry_after=retry_after
+        )
+
+    def _item(self, limit: str) -> RateLimitItem:
+        item = self._items.get(limit)
+        if item is None:
+            item = self._items[limit] = parse(limit)
+        return item
