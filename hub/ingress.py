@@ -116,6 +116,7 @@ class Source:
     event_type_desc: str
     event_id: ValueGetter | None
     event_id_desc: str
+    event_id_optional: bool  # from a header: absent means the SHA-256 of the body
 
     @classmethod
     def compile(cls, name: str, config: SourceConfig, settings: Settings) -> Source:
@@ -140,6 +141,7 @@ class Source:
             event_type_desc=_describe(config.event_type),
             event_id=compile_extractor(config.event_id) if config.event_id else None,
             event_id_desc=_describe(config.event_id) if config.event_id else "",
+            event_id_optional=config.event_id is not None and config.event_id.header is not None,
         )
 
 
@@ -240,6 +242,8 @@ class Ingress:
             return hashlib.sha256(body).hexdigest(), event_type
         external_id = _text(source.event_id(headers, payload))
         if not external_id:
+            if source.event_id_optional:  # an optional header such as Idempotency-Key
+                return hashlib.sha256(body).hexdigest(), event_type
             raise MissingEventField(f"event id not found ({source.event_id_desc})")
         return external_id, event_type
 
@@ -386,6 +390,8 @@ async def receive_webhook(request: Request) -> Response:
 
         response = error_response(exc, request_id)
         response.headers["X-Correlation-Id"] = correlation_id
+        if isinstance(exc, PayloadTooLarge):
+            response.headers["Connection"] = "close"  # do not read the rest of a huge body
         return response
     return respond(stored, correlation_id)
 
