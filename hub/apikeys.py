@@ -19,7 +19,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import Engine, bindparam, select, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -168,10 +168,10 @@ class KeyRecord:
     def matches(self, secret: str) -> bool:
         return hmac.compare_digest(self.key_hash, hash_key(secret))
 
-    def usable(self, now: datetime) -> bool:
+    def usable(self, now: datetime | None = None) -> bool:
         if self.revoked_at is not None or not self.tenant_active:
             return False
-        return self.expires_at is None or self.expires_at > now
+        return self.expires_at is None or self.expires_at > (now or utcnow())
 
     def allows(self, source: str) -> bool:
         return self.sources is None or source in self.sources
@@ -241,7 +241,7 @@ class KeyCache:
         record = await self.get(prefix)
         if record is None or not record.matches(secret):
             return None
-        return record if record.usable(now or utcnow()) else None
+        return record if record.usable(now) else None
 
     async def get(self, prefix: str) -> KeyRecord | None:
         entry = self._entries.get(prefix)
@@ -271,19 +271,21 @@ class UsageTracker:
     """Remembers when each key was last used; `flush` writes them in one statement."""
 
     def __init__(self) -> None:
-        self._seen: dict[int, datetime] = {}
+        self._seen: dict[int, datetime | float] = {}
 
     def note(self, key_id: int, when: datetime | None = None) -> None:
-        self._seen[key_id] = when or utcnow()
-
-    def pending(self) -> dict[int, datetime]:
-        return dict(self._seen)
+        """Remember a use (a float timestamp per request: no datetime built on the hot path)."""
+        self._seen[key_id] = when or time.time()
 
     def flush(self, engine: Engine) -> int:
         """Write every remembered time (never moving last_used_at backwards); returns how many."""
-        seen, self._seen = self._seen, {}
-        if not seen:
+        noted, self._seen = self._seen, {}
+        if not noted:
             return 0
+        seen = {
+            key_id: when if isinstance(when, datetime) else _naive_utc(when)
+            for key_id, when in noted.items()
+        }
         stmt = (
             update(ApiKey)
             .where(ApiKey.id == bindparam("key_id"))
@@ -299,3 +301,7 @@ class UsageTracker:
             log.warning("apikeys.usage_flush_failed", extra={"error_class": type(exc).__name__})
             return 0
         return len(seen)
+
+
+def _naive_utc(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, UTC).replace(tzinfo=None)

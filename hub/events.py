@@ -1,7 +1,7 @@
 """Storing incoming events exactly once, then handing them to the queues (outbox pattern).
 
 `store_events(engine, events)` inserts a batch in one transaction: a row whose (tenant, source,
-external id) already exists is skipped by the database (ON DUPLICATE KEY / ON CONFLICT DO NOTHING),
+external id) already exists is skipped by the database (INSERT IGNORE / ON CONFLICT DO NOTHING),
 and every event comes back as `Stored(event_id, created)`: its own new id, or the id of the event
 stored first. Nothing fails the whole batch because one row is a duplicate.
 
@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 
 from redis import Redis
 from sqlalchemy import Connection, Engine, Table, insert, select, tuple_, update
-from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
@@ -129,7 +128,9 @@ def store_events(engine: Engine, events: Sequence[NewEvent]) -> list[Stored]:
             raise DatabaseUnavailable(_reason("cannot store the event", exc)) from exc
     results = []
     for row in rows:
-        first = existing[(row["tenant_id"], row["source"], row["external_id"])]
+        first = existing.get((row["tenant_id"], row["source"], row["external_id"]))
+        if first is None:  # refused without an error (e.g. its tenant vanished): never a 202
+            raise HubError("the event was not stored")
         results.append(Stored(first, created=first == row["id"]))
     return results
 
@@ -137,18 +138,24 @@ def store_events(engine: Engine, events: Sequence[NewEvent]) -> list[Stored]:
 def _insert_skipping_duplicates(
     conn: Connection, rows: list[dict[str, Any]]
 ) -> dict[tuple[int, str, str], str]:
-    """Insert `rows`, duplicates skipped; the stored id of every row's unique key."""
+    """Insert `rows`, duplicates skipped; the stored id of every row's unique key.
+
+    When the database reports every row inserted (the usual case), the ids are the rows' own
+    and no query is needed; otherwise one SELECT finds the first stored id of each key.
+    """
     dialect = conn.dialect.name
     if dialect in ("mysql", "mariadb"):
-        stmt: Any = mysql_insert(events_table)
-        stmt = stmt.on_duplicate_key_update(id=events_table.c.id)  # a no-op: keeps the first
+        # IGNORE skips duplicate keys; strings are validated before (no silent truncation)
+        stmt: Any = insert(events_table).prefix_with("IGNORE")
     elif dialect == "sqlite":
         stmt = sqlite_insert(events_table).on_conflict_do_nothing(
             index_elements=["tenant_id", "source", "external_id"]
         )
     else:
         stmt = insert(events_table)  # other databases: a duplicate fails the batch, then row by row
-    conn.execute(stmt, rows)
+    inserted = conn.execute(stmt, rows).rowcount
+    if inserted == len(rows):
+        return {(r["tenant_id"], r["source"], r["external_id"]): r["id"] for r in rows}
     keys = {(r["tenant_id"], r["source"], r["external_id"]) for r in rows}
     found = conn.execute(
         select(

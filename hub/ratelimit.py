@@ -100,6 +100,8 @@ class RateLimiter:
         self._overrides: dict[int, tuple[float, Overrides]] = {}
         self._items: dict[str, RateLimitItem] = {}
         self._paused_until = 0.0
+        self._waiting: dict[tuple[str, str, str], list[asyncio.Future[None]]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @classmethod
     def for_engine(cls, engine: Engine, redis_url: str, default_limit: str) -> RateLimiter:
@@ -116,28 +118,79 @@ class RateLimiter:
         return choose_limit(cached[1], source, source_limit, self.default)
 
     async def check(self, tenant_id: int, source: str, source_limit: str | None) -> None:
+        """Count one request; RateLimited when over the limit (Redis down: let through).
+
+        Concurrent requests for one (tenant, source) share Redis round trips: while one hit is
+        in flight, later requests wait and are counted together (`cost=n`); only when that
+        batch does not fit are they counted one by one, so the limit stays exact.
+        """
         if time.monotonic() < self._paused_until:
             return
         item = self._item(await self.limit_for(tenant_id, source, source_limit))
-        key = (str(tenant_id), source)
+        key = (str(tenant_id), source, str(item))
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiting = self._waiting.get(key)
+        if waiting is None:
+            self._waiting[key] = []
+            task = asyncio.create_task(self._drain(item, key, [future]))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        else:
+            waiting.append(future)
+        await future
+
+    async def _drain(
+        self, item: RateLimitItem, key: tuple[str, str, str], batch: list[asyncio.Future[None]]
+    ) -> None:
         try:
-            if await self._strategy.hit(item, *key):
+            while batch:
+                await self._settle(item, key, batch)
+                batch, self._waiting[key] = self._waiting[key], []
+        finally:
+            for future in self._waiting.pop(key, []):  # only on cancellation
+                if not future.done():
+                    future.set_result(None)
+
+    async def _settle(
+        self, item: RateLimitItem, key: tuple[str, str, str], batch: list[asyncio.Future[None]]
+    ) -> None:
+        ids = key[:2]
+        try:
+            if await self._strategy.hit(item, *ids, cost=len(batch)):
+                _answer(batch, None)
                 return
-            stats = await self._strategy.get_window_stats(item, *key)
+            for index, future in enumerate(batch):
+                if len(batch) > 1 and await self._strategy.hit(item, *ids):
+                    _answer([future], None)
+                    continue
+                stats = await self._strategy.get_window_stats(item, *ids)
+                retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+                limited = RateLimited(
+                    f"more than {item} for this source; retry in {retry_after}s",
+                    retry_after=retry_after,
+                )
+                _answer(batch[index:], limited)
+                return
         except (StorageError, RedisError, OSError) as exc:
             self._paused_until = time.monotonic() + REDIS_PAUSE
             log.warning(
                 "ratelimit.unavailable",
-                extra={"source": source, "tenant_id": tenant_id, "error_class": type(exc).__name__},
+                extra={"source": key[1], "tenant_id": key[0], "error_class": type(exc).__name__},
             )
-            return
-        retry_after = max(1, math.ceil(stats.reset_time - time.time()))
-        raise RateLimited(
-            f"more than {item} for this source; retry in {retry_after}s", retry_after=retry_after
-        )
+            _answer(batch, None)
 
     def _item(self, limit: str) -> RateLimitItem:
         item = self._items.get(limit)
         if item is None:
             item = self._items[limit] = parse(limit)
         return item
+
+
+def _answer(futures: list[asyncio.Future[None]], error: RateLimited | None) -> None:
+    for future in futures:
+        if future.done():
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)

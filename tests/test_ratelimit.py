@@ -101,3 +101,23 @@ def test_redis_down_lets_requests_through() -> None:
 def test_a_bad_default_names_the_setting(redis_url: str) -> None:
     with pytest.raises(SettingError, match="HUB_DEFAULT_RATE_LIMIT"):
         RateLimiter(redis_url, "lots", _none)
+
+
+def test_concurrent_requests_are_counted_together_yet_exactly(redis_url: str, redis: Redis) -> None:
+    async def scenario() -> list[bool]:
+        limiter = RateLimiter(redis_url, "100/minute", _none)
+
+        async def one() -> bool:
+            try:
+                await limiter.check(1, "site", "7/minute")
+            except RateLimited:
+                return False
+            return True
+
+        first = await asyncio.gather(*(one() for _ in range(5)))
+        second = await asyncio.gather(*(one() for _ in range(5)))  # 2 fit, 3 do not
+        return first + second
+
+    results = asyncio.run(scenario())
+    assert results.count(True) == 7
+    assert results[:5] == [True] * 5
