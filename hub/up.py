@@ -11,39 +11,30 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from types import FrameType
 
 import click
-import httpx
+from sqlalchemy import Engine
 
 from hub import apikeys, schema
 from hub.db import check_database, create_db_engine, describe_url, session_factory
 from hub.embedded import EmbeddedRedis
-from hub.errors import HubError, SettingError
+from hub.errors import SettingError
 from hub.models import KeyKind
+from hub.processes import HUB, Child, first_exited, stop_all, wait_http_ok
 from hub.queues import check_redis, connect_redis, embedded_socket_path, redis_url
 from hub.settings import Settings
 
 DEMO_TENANT = "demo"
-GRACE_SECONDS = 10.0
 HEALTH_TIMEOUT = 30.0
 
 # Steps run after migrate, before the children start: (label, fn(settings, engine) -> summary).
 # The mapping engine adds "apply ./mappings" here; demo mode adds its sinks.
-BootStep = Callable[[Settings, object], str | None]
+BootStep = Callable[[Settings, Engine], str | None]
 BOOT_STEPS: list[tuple[str, BootStep]] = []
-
-
-@dataclass
-class Child:
-    name: str
-    args: list[str]
-    process: subprocess.Popen[bytes] | None = field(default=None)
 
 
 def _say(message: str) -> None:
@@ -60,11 +51,8 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
-def demo_key(settings: Settings, engine: object) -> str:
+def demo_key(settings: Settings, engine: Engine) -> str:
     """The demo key saved in data_dir/demo.key while it is valid, else a new one."""
-    from sqlalchemy import Engine
-
-    assert isinstance(engine, Engine)
     path = settings.data_dir / "demo.key"
     Session = session_factory(engine)
     with Session.begin() as session:
@@ -91,37 +79,6 @@ def _child_env(settings: Settings, redis: str) -> dict[str, str]:
     if "HUB_LOG_FORMAT" not in env and sys.stderr.isatty():
         env["HUB_LOG_FORMAT"] = "text"  # a person is watching; JSON stays the default elsewhere
     return env
-
-
-def _wait_healthy(url: str, children: list[Child]) -> None:
-    deadline = time.monotonic() + HEALTH_TIMEOUT
-    while time.monotonic() < deadline:
-        for child in children:
-            if child.process is not None and child.process.poll() is not None:
-                raise HubError(f"{child.name} exited with code {child.process.returncode}")
-        try:
-            if httpx.get(url, timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise HubError(f"the web server did not answer {url} within {HEALTH_TIMEOUT:.0f}s")
-
-
-def _stop_children(children: list[Child]) -> None:
-    for child in reversed(children):
-        if child.process is not None and child.process.poll() is None:
-            child.process.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + GRACE_SECONDS
-    for child in reversed(children):
-        if child.process is None:
-            continue
-        try:
-            child.process.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            _say(f"hub: {child.name} did not stop within {GRACE_SECONDS:.0f}s; killing it")
-            child.process.kill()
-            child.process.wait()
 
 
 def run_up(settings: Settings, worker_count: int = 1) -> int:
@@ -157,35 +114,30 @@ def run_up(settings: Settings, worker_count: int = 1) -> int:
         key = demo_key(settings, engine)
         engine.dispose()
 
-        exe = [sys.executable, "-m", "hub"]
         children.append(
-            Child("web", [*exe, "serve", "--host", settings.host, "--port", str(settings.port)])
+            Child("web", [*HUB, "serve", "--host", settings.host, "--port", str(settings.port)])
         )
         for n in range(worker_count):
-            children.append(Child(f"worker-{n + 1}", [*exe, "worker"]))
-        children.append(Child("sweeper", [*exe, "sweeper"]))
+            children.append(Child(f"worker-{n + 1}", [*HUB, "worker"]))
+        children.append(Child("sweeper", [*HUB, "sweeper"]))
         env = _child_env(settings, redis_url(settings))
         for child in children:
-            child.process = subprocess.Popen(
-                child.args, env=env, stdin=subprocess.DEVNULL, start_new_session=True
-            )
+            child.start(env)
 
         base = f"http://{settings.host}:{settings.port}"
-        _wait_healthy(base + "/health", children)
+        wait_http_ok(base + "/health", children, HEALTH_TIMEOUT)
         _banner(settings, base, key, notes, children)
 
         while not stopping:
-            for child in children:
-                assert child.process is not None
-                code = child.process.poll()
-                if code is not None:
-                    _say(f"hub: {child.name} exited with code {code}; stopping the others")
-                    return 1
+            dead = first_exited(children)
+            if dead is not None:
+                _say(f"hub: {dead.name} exited with code {dead.exit_code()}; stopping the others")
+                return 1
             time.sleep(0.2)
         _say("hub: stopping…")
         return 0
     finally:
-        _stop_children(children)
+        stop_all(children)
         if embedded is not None:
             embedded.stop()
         for sig, handler in previous.items():
@@ -198,7 +150,7 @@ def _banner(settings: Settings, base: str, key: str, notes: list[str], kids: lis
     mode = []
     mode.append("SQLite " + str(settings.sqlite_path) if settings.embedded_database else "database")
     mode.append("embedded Redis" if settings.embedded_redis else "Redis " + redis_url(settings))
-    pids = ", ".join(f"{c.name} {c.process.pid}" for c in kids if c.process is not None)
+    pids = ", ".join(f"{c.name} {c.pid}" for c in kids)
     body = '{"type": "lead.created", "name": "Ana", "phone": "(11) 91234-5678"}'
     lines = [
         "",

@@ -1,0 +1,161 @@
+"""`hub bench e2e`: N events in, N×2 deliveries out to a fast local target, through the standard
+worker set; reports time to drain, events/s and deliveries/s, end-to-end latency (event received
+→ target got the delivery), and checks that every delivery arrived exactly once per webhook-id."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC
+from typing import Any
+
+import httpx
+from sqlalchemy import func, select
+
+from hub.bench import workload
+from hub.bench.ingest import _tree_rss
+from hub.bench.loadgen import run_load
+from hub.bench.scratch import scratch
+from hub.errors import HubError
+from hub.models import DeliveryStatus, IntegrationEvent, WebhookDelivery
+from hub.processes import HUB, Child, stop_all, wait_http_ok
+from hub.settings import Settings
+
+Progress = Callable[[str], None]
+
+
+def _percentile(values: list[float], p: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
+
+
+def bench_e2e(
+    settings: Settings,
+    *,
+    events: int = 10_000,
+    concurrency: int = 32,
+    workers: int = 2,
+    timeout: float = 600.0,
+    keep: bool = False,
+    progress: Progress = lambda _m: None,
+) -> dict[str, Any]:
+    expected = events * workload.ROUTES_PER_EVENT
+    with scratch(settings, keep=keep) as s:
+        mappings = s.dir / "mappings"
+        workload.write_mappings(mappings)
+        env = s.env(dict(os.environ))
+        target_port, web_port = workload.free_port(), workload.free_port()
+        env[workload.TARGET_VAR] = f"http://127.0.0.1:{target_port}"
+
+        applied = subprocess.run(
+            [*HUB, "mappings", "apply", str(mappings)], env=env, capture_output=True, text=True
+        )
+        if applied.returncode != 0:
+            raise HubError(f"hub mappings apply failed: {applied.stderr.strip()}")
+
+        target = Child(
+            "target",
+            [sys.executable, "-m", "uvicorn", "hub.bench.target:app", "--host", "127.0.0.1",
+             "--port", str(target_port), "--no-access-log", "--log-level", "warning"],
+        )  # fmt: skip
+        web = Child("web", [*HUB, "serve", "--host", "127.0.0.1", "--port", str(web_port)])
+        kids = [target, web]
+        kids += [Child(f"worker-{n + 1}", [*HUB, "worker"]) for n in range(workers)]
+        kids.append(Child("sweeper", [*HUB, "sweeper"]))
+        try:
+            for kid in kids:
+                kid.start(env, quiet=True)
+            wait_http_ok(f"http://127.0.0.1:{web_port}/health", kids)
+            wait_http_ok(f"http://127.0.0.1:{target_port}/_records", kids)
+
+            progress(f"ingesting {events} events ({expected} deliveries), {workers} workers")
+            body = workload.payload()
+            headers = {
+                "Content-Type": "application/json",
+                "X-API-Key": s.key,
+                workload.SIGNATURE_HEADER: workload.signature(s.webhook_secret, body),
+            }
+            started = time.time()
+            load = run_load(
+                f"http://127.0.0.1:{web_port}/webhooks/bench", body, headers,
+                concurrency=concurrency, duration=timeout, total=events,
+            )  # fmt: skip
+            ingested = time.time()
+            progress(f"ingested {load.statuses.get(202, 0)} in {ingested - started:.1f}s; draining")
+
+            delivered = 0
+            deadline = started + timeout
+            last_report = 0.0
+            while time.time() < deadline:
+                with s.engine.connect() as conn:
+                    delivered = (
+                        conn.scalar(
+                            select(func.count())
+                            .select_from(WebhookDelivery)
+                            .where(WebhookDelivery.status == DeliveryStatus.DELIVERED)
+                        )
+                        or 0
+                    )
+                if delivered >= expected:
+                    break
+                if time.time() - last_report > 2:
+                    progress(f"  {delivered}/{expected} delivered")
+                    last_report = time.time()
+                time.sleep(0.25)
+            rss = {}
+            for kid in kids:
+                if kid.name.startswith(("web", "worker")):
+                    rss.update(_tree_rss(kid))
+            arrivals = httpx.get(f"http://127.0.0.1:{target_port}/_records", timeout=30).json()
+        finally:
+            stop_all(kids)
+
+        first_seen: dict[str, float] = {}
+        for webhook_id, at in arrivals["arrivals"]:
+            first_seen.setdefault(webhook_id, at)
+        duplicates = len(arrivals["arrivals"]) - len(first_seen)
+        with s.engine.connect() as conn:
+            rows = conn.execute(
+                select(WebhookDelivery.id, IntegrationEvent.created_at).join(
+                    IntegrationEvent, IntegrationEvent.id == WebhookDelivery.event_id
+                )
+            ).all()
+            statuses = dict(
+                conn.execute(
+                    select(WebhookDelivery.status, func.count()).group_by(WebhookDelivery.status)
+                ).all()
+            )
+        latencies = [
+            (first_seen[d_id] - created.replace(tzinfo=UTC).timestamp()) * 1000
+            for d_id, created in rows
+            if d_id in first_seen
+        ]
+        missing = sum(1 for d_id, _ in rows if d_id not in first_seen)
+        drained = max(first_seen.values(), default=started) - started
+        return {
+            "benchmark": "e2e",
+            "database": s.database_label,
+            "redis": s.redis_label,
+            "events": events,
+            "accepted": load.statuses.get(202, 0),
+            "deliveries_expected": expected,
+            "deliveries_created": len(rows),
+            "delivered": delivered,
+            "delivery_statuses": {str(k): v for k, v in statuses.items()},
+            "worker_processes": workers,
+            "ingest_s": round(ingested - started, 2),
+            "drain_s": round(drained, 2),
+            "events_per_s": round(events / drained, 1) if drained else 0.0,
+            "deliveries_per_s": round(len(first_seen) / drained, 1) if drained else 0.0,
+            "latency_p50_ms": round(_percentile(latencies, 0.50), 1),
+            "latency_p99_ms": round(_percentile(latencies, 0.99), 1),
+            "arrived_unique": len(first_seen),
+            "duplicates": duplicates,
+            "lost": missing + (expected - len(rows)),
+            "peak_rss_mb": rss,
+        }
