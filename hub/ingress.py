@@ -18,6 +18,7 @@ import itertools
 import logging
 import re
 import secrets
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
@@ -57,6 +58,7 @@ from hub.sources import SOURCES_FILE, Extractor, SourceConfig, load_sources
 log = logging.getLogger("hub.ingress")
 
 CORRELATION_HEADER = "x-correlation-id"
+SWITCH_INTERVAL = 0.001  # seconds, see `serving`
 _CORRELATION_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
 _SIMPLE_PATH = re.compile(r"^\$((?:\.[A-Za-z_][A-Za-z0-9_\-]*)+)$")
 _JSON_TYPE = re.compile(r"^application/(?:[\w.+-]+\+)?json$")
@@ -422,6 +424,9 @@ ROUTES: list[BaseRoute] = [Route("/webhooks/{source}", receive_webhook, methods=
 async def serving(state: Any) -> AsyncIterator[Ingress]:
     """Build the Ingress on `state` (the app's: settings, engine, redis), run it, drain it."""
     settings: Settings = state.settings
+    # group commit threads wake on every database reply: hand them the GIL within 1 ms rather
+    # than the default 5 ms, or each round trip can wait behind the event loop (a convoy)
+    sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
     writer = await EventWriter(state.engine, state.redis).start()
     ingress = Ingress(
         settings=settings,
