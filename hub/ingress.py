@@ -43,6 +43,7 @@ from hub.errors import (
     MissingApiKey,
     MissingEventField,
     PayloadTooLarge,
+    SettingError,
     SignatureNotConfigured,
     SourceNotAllowed,
     UnknownSource,
@@ -166,7 +167,11 @@ def compile_sources(settings: Settings) -> dict[str, Source]:
 
 
 def parse_networks(cidrs: list[str]) -> tuple[Network, ...]:
-    return tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
+    """HUB_TRUSTED_PROXIES as networks; a bad entry is a SettingError naming it."""
+    try:
+        return tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
+    except ValueError as exc:
+        raise SettingError("HUB_TRUSTED_PROXIES", f"not a list of CIDRs ({exc})") from exc
 
 
 # -- the steps ------------------------------------------------------------------------------------
