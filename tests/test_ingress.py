@@ -16,9 +16,18 @@ import orjson
 import pytest
 import standardwebhooks
 import stripe
-from ingress_support import event_count, events, free_port, ingress_settings, live_server, make_key
+from ingress_support import (
+    TcpProxy,
+    event_count,
+    events,
+    free_port,
+    ingress_settings,
+    live_server,
+    make_key,
+)
 from redis import Redis
 from sqlalchemy import Engine, insert, select
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
@@ -495,6 +504,26 @@ def test_database_down_is_503_and_nothing_accepted(hub_settings: Settings, key: 
         response = post(client, "plain", key, [1])
     assert response.status_code == 503
     assert error_code(response) == "database_unavailable"
+
+
+def test_the_database_going_away_mid_run_is_503_for_what_was_not_committed(
+    hub_settings: Settings, database_url: str, engine: Engine, key: str
+) -> None:
+    url = make_url(database_url)
+    if url.get_backend_name() not in ("mysql", "mariadb"):
+        pytest.skip("needs a database server to cut (HUB_TEST_DATABASE_URL=mysql...)")
+    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 3306)
+    through = hub_settings.model_copy(
+        update={"database_url": url.set(host="127.0.0.1", port=proxy.port).render_as_string(False)}
+    )
+    with TestClient(create_app(through)) as client:
+        before = post(client, "plain", key, [1])  # the key is now cached
+        assert before.status_code == 202
+        proxy.cut()
+        after = post(client, "plain", key, [2])
+        assert after.status_code == 503
+        assert error_code(after) == "database_unavailable"
+    assert [e.id for e in events(engine)] == [before.json()["event_id"]]
 
 
 def test_redis_down_still_accepts_and_the_relay_enqueues_once_redis_is_back(
