@@ -60,6 +60,7 @@ log = logging.getLogger("hub.ingress")
 
 CORRELATION_HEADER = "x-correlation-id"
 SWITCH_INTERVAL = 0.001  # seconds, see `serving`
+SOURCES_CHECK_INTERVAL = 2.0  # seconds between looks at sources.yaml's modification time
 _CORRELATION_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
 _SIMPLE_PATH = re.compile(r"^\$((?:\.[A-Za-z_][A-Za-z0-9_\-]*)+)$")
 _JSON_TYPE = re.compile(r"^application/(?:[\w.+-]+\+)?json$")
@@ -157,6 +158,14 @@ def _describe(extractor: Extractor) -> str:
     return "constant"
 
 
+def sources_stamp(settings: Settings) -> float | None:
+    """When sources.yaml last changed (None: absent)."""
+    try:
+        return (settings.mappings_dir / SOURCES_FILE).stat().st_mtime
+    except OSError:
+        return None
+
+
 def compile_sources(settings: Settings) -> dict[str, Source]:
     """The sources of HUB_MAPPINGS_DIR, compiled; none when there is no sources.yaml yet."""
     if not (settings.mappings_dir / SOURCES_FILE).is_file():
@@ -189,6 +198,22 @@ class Ingress:
     writer: EventWriter
     cipher: Cipher
     trusted_proxies: tuple[Network, ...]
+    sources_stamp: float | None = None
+
+    def reload_sources(self) -> bool:
+        """Pick up an edited sources.yaml; a broken one is logged and the old sources kept."""
+        stamp = sources_stamp(self.settings)
+        if stamp == self.sources_stamp:
+            return False
+        try:
+            sources = compile_sources(self.settings)
+        except HubError as exc:
+            log.error("ingress.sources_not_reloaded", extra={"reason": exc.message[:500]})
+            self.sources_stamp = stamp  # do not retry until it changes again
+            return False
+        self.sources, self.sources_stamp = sources, stamp
+        log.info("ingress.sources_reloaded", extra={"count": len(sources)})
+        return True
 
     async def authenticate(self, request: Request) -> KeyRecord:
         secret = api_key_of(request)
@@ -429,37 +454,43 @@ ROUTES: list[BaseRoute] = [Route("/webhooks/{source}", receive_webhook, methods=
 async def serving(state: Any) -> AsyncIterator[Ingress]:
     """Build the Ingress on `state` (the app's: settings, engine, redis), run it, drain it."""
     settings: Settings = state.settings
+    sources = compile_sources(settings)  # a broken sources.yaml stops the start, with every problem
+    stamp = sources_stamp(settings)
+    trusted = parse_networks(settings.trusted_proxies)
+    limiter = RateLimiter.for_engine(state.engine, redis_url(settings), settings.default_rate_limit)
     # group commit threads wake on every database reply: hand them the GIL within 1 ms rather
     # than the default 5 ms, or each round trip can wait behind the event loop (a convoy)
     sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
     writer = await EventWriter(state.engine, state.redis).start()
     ingress = Ingress(
         settings=settings,
-        sources=compile_sources(settings),
+        sources=sources,
         keys=KeyCache.for_engine(state.engine),
         usage=UsageTracker(),
-        limiter=RateLimiter.for_engine(
-            state.engine, redis_url(settings), settings.default_rate_limit
-        ),
+        limiter=limiter,
         writer=writer,
         cipher=Cipher.from_settings(settings),
-        trusted_proxies=parse_networks(settings.trusted_proxies),
+        trusted_proxies=trusted,
+        sources_stamp=stamp,
     )
     state.ingress = ingress
-    flusher = asyncio.create_task(_flush_usage(ingress, state.engine))
+    housekeeping = asyncio.create_task(_housekeeping(ingress, state.engine))
     try:
         yield ingress
     finally:
-        flusher.cancel()
+        housekeeping.cancel()
         with suppress(asyncio.CancelledError):
-            await flusher
+            await housekeeping
         await writer.stop()
         await asyncio.to_thread(ingress.usage.flush, state.engine)
 
 
-async def _flush_usage(
-    ingress: Ingress, engine: Any, interval: float = USAGE_FLUSH_INTERVAL
-) -> None:
+async def _housekeeping(ingress: Ingress, engine: Any) -> None:
+    """Reload sources.yaml when it changes; write keys' last use once a minute."""
+    last_flush = time.monotonic()
     while True:
-        await asyncio.sleep(interval)
-        await asyncio.to_thread(ingress.usage.flush, engine)
+        await asyncio.sleep(SOURCES_CHECK_INTERVAL)
+        ingress.reload_sources()
+        if time.monotonic() - last_flush >= USAGE_FLUSH_INTERVAL:
+            last_flush = time.monotonic()
+            await asyncio.to_thread(ingress.usage.flush, engine)
