@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 from starlette.datastructures import Headers
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
@@ -369,11 +369,16 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise PayloadTooLarge(f"the body is larger than this source's limit of {limit} bytes")
     chunks = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"the body is larger than this source's limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(
+                    f"the body is larger than this source's limit of {limit} bytes"
+                )
+            chunks.append(chunk)
+    except ClientDisconnect as exc:
+        raise BadRequest("the client disconnected before sending the whole body") from exc
     return b"".join(chunks)
 
 
