@@ -18,7 +18,6 @@ import itertools
 import logging
 import re
 import secrets
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
@@ -59,7 +58,6 @@ from hub.sources import SOURCES_FILE, Extractor, SourceConfig, load_sources
 log = logging.getLogger("hub.ingress")
 
 CORRELATION_HEADER = "x-correlation-id"
-SWITCH_INTERVAL = 0.001  # seconds, see `serving`
 SOURCES_CHECK_INTERVAL = 2.0  # seconds between looks at sources.yaml's modification time
 _CORRELATION_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
 _SIMPLE_PATH = re.compile(r"^\$((?:\.[A-Za-z_][A-Za-z0-9_\-]*)+)$")
@@ -463,9 +461,6 @@ async def serving(state: Any) -> AsyncIterator[Ingress]:
     stamp = sources_stamp(settings)
     trusted = parse_networks(settings.trusted_proxies)
     limiter = RateLimiter.for_engine(state.engine, redis_url(settings), settings.default_rate_limit)
-    # group commit threads wake on every database reply: hand them the GIL within 1 ms rather
-    # than the default 5 ms, or each round trip can wait behind the event loop (a convoy)
-    sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
     writer = await EventWriter(state.engine, state.redis).start()
     ingress = Ingress(
         settings=settings,
