@@ -143,6 +143,9 @@ class RateLimiter:
         self, item: RateLimitItem, key: tuple[str, str, str], batch: list[asyncio.Future[None]]
     ) -> None:
         try:
+            await asyncio.sleep(0)  # let requests already read in this loop turn join the batch
+            batch += self._waiting[key]
+            self._waiting[key] = []
             while batch:
                 await self._settle(item, key, batch)
                 batch, self._waiting[key] = self._waiting[key], []
