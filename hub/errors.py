@@ -10,6 +10,7 @@
     │   └── RedisUnavailable         Redis cannot be reached
     ├── NotFound                     404: an id or a name that does not exist
     │   └── UnknownSource            no such source in mappings/sources.yaml
+    ├── TransformError               a payload does not fit a rule (fails that event alone)
     └── RequestError                 4xx answers of the HTTP API (§5 of ARCHITECTURE.md)
         ├── Unauthorized             401: missing or bad key, bad signature
         │   ├── MissingApiKey        no key in X-API-Key, Authorization: Bearer or ?api_key=
@@ -111,6 +112,13 @@ class UnknownSource(NotFound):
     """No such source in mappings/sources.yaml."""
 
     code = "unknown_source"
+
+
+class TransformError(HubError):
+    """A payload does not fit a rule: a required value is missing or a function rejects it."""
+
+    status_code = 422
+    code = "transform_failed"
 
 
 class RequestError(HubError):
