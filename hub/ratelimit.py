@@ -183,9 +183,15 @@ class RateLimiter:
             _answer(batch, None)
 
     def _item(self, limit: str) -> RateLimitItem:
+        """The parsed limit; a malformed override row is logged and the default used instead."""
         item = self._items.get(limit)
         if item is None:
-            item = self._items[limit] = parse(limit)
+            try:
+                item = parse(parse_rate(limit))
+            except ValueError:
+                log.error("ratelimit.bad_limit", extra={"reason": f"not a rate: {limit[:64]!r}"})
+                item = parse(self.default)
+            self._items[limit] = item
         return item
 
 

@@ -121,3 +121,29 @@ def test_concurrent_requests_are_counted_together_yet_exactly(redis_url: str, re
     results = asyncio.run(scenario())
     assert results.count(True) == 7
     assert results[:5] == [True] * 5
+
+
+def test_override_rows_may_use_the_short_units_and_a_bad_one_falls_back_to_the_default(
+    redis_url: str, redis: Redis
+) -> None:
+    async def overrides(_tenant_id: int) -> dict[str | None, str]:
+        return {"site": "1/min", "zapi": "no limit at all"}
+
+    async def scenario() -> tuple[list[bool], list[bool]]:
+        limiter = RateLimiter(redis_url, "2/minute", overrides)
+
+        async def outcomes(source: str, n: int) -> list[bool]:
+            out = []
+            for _ in range(n):
+                try:
+                    await limiter.check(1, source, None)
+                    out.append(True)
+                except RateLimited:
+                    out.append(False)
+            return out
+
+        return await outcomes("site", 2), await outcomes("zapi", 3)
+
+    site, zapi = asyncio.run(scenario())
+    assert site == [True, False]  # "1/min"
+    assert zapi == [True, True, False]  # unreadable row: the default, 2/minute
