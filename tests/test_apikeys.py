@@ -10,7 +10,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from hub.apikeys import KeyCache, KeyRecord, UsageTracker, load_record, revoke, split_key
-from hub.models import ApiKey, utcnow
+from hub.models import ApiKey, Tenant, utcnow
 
 
 def key_id(engine: Engine) -> int:
@@ -111,3 +111,12 @@ def test_repeated_requests_hit_the_cache_not_the_database(engine: Engine) -> Non
 
     assert all(r is not None for r in asyncio.run(run()))
     assert loads == 1
+
+
+def test_a_disabled_tenants_keys_are_refused(engine: Engine) -> None:
+    secret = make_key(engine)
+    with Session(engine) as session, session.begin():
+        tenant = session.scalar(select(Tenant).where(Tenant.slug == "clinic-1"))
+        assert tenant is not None
+        tenant.active = False
+    assert asyncio.run(KeyCache.for_engine(engine).authenticate(secret)) is None

@@ -167,10 +167,16 @@ def test_a_correlation_id_is_accepted_stored_and_echoed_or_generated(
     with TestClient(create_app(hub_settings)) as client:
         given = post(client, "plain", key, [1], headers={"X-Correlation-Id": "corr-123"})
         made = post(client, "plain", key, [2])
+        unusable = post(client, "plain", key, [3], headers={"X-Correlation-Id": "x" * 65})
+    assert unusable.headers["X-Correlation-Id"].startswith("cor_")  # too long: a new one
     assert given.headers["X-Correlation-Id"] == "corr-123"
     assert made.headers["X-Correlation-Id"].startswith("cor_")
     stored = {e.correlation_id for e in events(engine)}
-    assert stored == {"corr-123", made.headers["X-Correlation-Id"]}
+    assert stored == {
+        "corr-123",
+        made.headers["X-Correlation-Id"],
+        unusable.headers["X-Correlation-Id"],
+    }
 
 
 def test_a_critical_source_goes_to_the_high_queue(
@@ -256,7 +262,17 @@ def test_a_non_json_content_type_is_415(client: TestClient, engine: Engine, key:
         client, "plain", key, raw=b"[1]", headers={"Content-Type": "application/vnd.x+json"}
     )
     assert vendor.status_code == 202
-    assert event_count(engine) == 1
+    charset = post(
+        client,
+        "plain",
+        key,
+        raw=b"[2]",
+        headers={"Content-Type": "application/json; charset=utf-8"},
+    )
+    assert charset.status_code == 202
+    missing = client.post("/webhooks/plain", content=b"[3]", headers={"X-API-Key": key})
+    assert missing.status_code == 415
+    assert event_count(engine) == 2
 
 
 def test_invalid_json_is_400_with_the_parsers_position(
