@@ -8,6 +8,7 @@
     │   ├── DatabaseUnavailable      the database cannot be reached
     │   └── RedisUnavailable         Redis cannot be reached
     ├── NotFound                     404: an id or a name that does not exist
+    │   └── DeadLetterNotFound       no dead letter has this id
     └── RequestError                 4xx answers of the HTTP API (§5 of ARCHITECTURE.md)
         ├── Unauthorized             401: missing or bad key, bad signature
         ├── Forbidden                403: key not allowed here
@@ -89,6 +90,12 @@ class NotFound(HubError):
 
     status_code = 404
     code = "not_found"
+
+
+class DeadLetterNotFound(NotFound):
+    """No dead letter has this id."""
+
+    code = "dead_letter_not_found"
 
 
 class RequestError(HubError):

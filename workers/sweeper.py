@@ -19,6 +19,7 @@ from redis import Redis
 from sqlalchemy import Engine
 
 from hub.db import create_db_engine
+from hub.delivery import sweeps as delivery_sweeps
 from hub.errors import HubError
 from hub.queues import connect_redis
 from hub.settings import Settings
@@ -35,7 +36,11 @@ class SweepContext:
 
 SweepTask = Callable[[SweepContext], int]
 
-TASKS: list[SweepTask] = []
+TASKS: list[SweepTask] = [
+    delivery_sweeps.expire_leases,
+    delivery_sweeps.enqueue_due_retries,
+    delivery_sweeps.relay_pending,
+]
 
 
 def sweep_once(ctx: SweepContext, tasks: list[SweepTask] | None = None) -> dict[str, int]:
