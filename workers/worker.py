@@ -52,4 +52,6 @@ def run_worker(
     )
     worker.min_job_timeout = job_timeout_floor(settings)
     log.info("worker.start", extra={"queue": ",".join(q.value for q in queues)})
-    return worker.work(burst=burst, logging_level=settings.log_level.upper())
+    # rq logs every job at INFO; hub logs its own lines, so rq speaks only of problems
+    rq_level = "DEBUG" if settings.log_level.upper() == "DEBUG" else "WARNING"
+    return worker.work(burst=burst, logging_level=rq_level)
