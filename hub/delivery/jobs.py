@@ -48,7 +48,8 @@ from workers.context import WorkerContext
 
 log = logging.getLogger("hub.delivery.jobs")
 
-SEND_THREADS = 64  # deliveries in flight per worker process (one lease chunk)
+SEND_THREADS = 16  # sends in flight per worker process (more only adds GIL contention)
+CHUNK = 100  # deliveries leased, sent and recorded together
 LEASE_MIN_MARGIN = 2.0  # seconds added to the adapter timeout, at least
 MAX_ENDPOINT_TIMEOUT = 300.0  # EndpointConfig's bound
 DEFER_SPREAD = 0.2  # deferred deliveries come back spread over 20 % more time
@@ -57,21 +58,23 @@ RUNTIME_KEY = "delivery"
 TAKEABLE = (DeliveryStatus.PENDING, DeliveryStatus.RETRYING)
 
 
-def lease_seconds(timeout: float) -> float:
-    """How long a delivery stays `delivering`: the adapter timeout plus a margin as long."""
-    return timeout + max(LEASE_MIN_MARGIN, timeout)
+def lease_seconds(timeout: float, count: int = 1) -> float:
+    """How long `count` deliveries sent together stay `delivering`: their rounds of sends on
+    SEND_THREADS threads, each up to the adapter timeout, plus a margin (the timeout, >= 2 s)."""
+    rounds = -(-count // SEND_THREADS)
+    return timeout * rounds + max(LEASE_MIN_MARGIN, timeout)
 
 
 def job_timeout_floor(settings: Settings) -> int:
     """An RQ job timeout always longer than any lease (a job killed mid-send duplicates it)."""
-    return max(settings.job_timeout, int(lease_seconds(MAX_ENDPOINT_TIMEOUT)) + 60)
+    return max(settings.job_timeout, int(lease_seconds(MAX_ENDPOINT_TIMEOUT, CHUNK)) + 60)
 
 
 class DeliveryRuntime:
     """Per worker process: adapters with pooled clients, send threads, caches, Redis helpers."""
 
     def __init__(self, ctx: WorkerContext) -> None:
-        self.adapters = Adapters(max_connections=SEND_THREADS * 2)
+        self.adapters = Adapters(max_connections=SEND_THREADS)
         self.executor = ThreadPoolExecutor(SEND_THREADS, thread_name_prefix="deliver")
         self.registry = EndpointRegistry(ctx.engine, ctx.redis)
         self.throttle = Throttle(ctx.redis)
@@ -125,8 +128,8 @@ def deliver_batch(ctx: WorkerContext, delivery_ids: Sequence[str]) -> dict[str, 
     rt.registry.refresh()
     unique = list(dict.fromkeys(delivery_ids))
     totals: Counter[str] = Counter()
-    for start in range(0, len(unique), SEND_THREADS):
-        totals.update(_deliver_chunk(ctx, rt, unique[start : start + SEND_THREADS]))
+    for start in range(0, len(unique), CHUNK):
+        totals.update(_deliver_chunk(ctx, rt, unique[start : start + CHUNK]))
     return dict(totals)
 
 
@@ -159,7 +162,7 @@ def _deliver_chunk(ctx: WorkerContext, rt: DeliveryRuntime, ids: list[str]) -> C
     if not heads:
         return counts
     timeouts = [c.timeout for _, name in heads if (c := rt.registry.endpoint(name)) is not None]
-    lease = lease_seconds(max(timeouts, default=10.0))
+    lease = lease_seconds(max(timeouts, default=10.0), len(heads))
     # the lease's expiry doubles as our claim token: unique to the microsecond
     token = now + timedelta(seconds=lease, microseconds=random.randrange(1_000_000))
     head_ids = [row.id for row in heads]
