@@ -15,6 +15,7 @@
         ├── PayloadTooLarge          413
         ├── UnsupportedMediaType     415
         ├── BadRequest               400
+        ├── DeadLetterClosed         409: the dead letter was already replayed or discarded
         └── RateLimited              429 (carries retry_after)
 
 Foreign exceptions are translated where they enter (`raise DatabaseUnavailable(...) from exc`).
@@ -138,6 +139,13 @@ class BadRequest(RequestError):
 
     status_code = 400
     code = "bad_request"
+
+
+class DeadLetterClosed(RequestError):
+    """The dead letter was already replayed or discarded."""
+
+    status_code = 409
+    code = "dead_letter_closed"
 
 
 class RateLimited(RequestError):

@@ -138,7 +138,8 @@ def _transport_failure(exc: httpx.HTTPError) -> Outcome:
             Verdict.RETRY, error_class="timeout", error=f"timeout ({type(exc).__name__})"
         )
     if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
-        return Outcome(Verdict.DEAD, error_class="invalid_url", error=str(exc)[:200])
+        # not str(exc): it may quote the URL, and a Z-API URL carries its token
+        return Outcome(Verdict.DEAD, error_class="invalid_url", error=type(exc).__name__)
     return Outcome(
         Verdict.RETRY,
         error_class="connection_error",

@@ -23,12 +23,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
+from redis.exceptions import RedisError
 from sqlalchemy import Connection, Table, and_, bindparam, delete, insert, or_, select, update
 
 from hub import dead_letters
 from hub.crypto import DecryptionError
 from hub.delivery.adapters import Adapters, DeliveryRef, Outcome, OutgoingRequest, Target, Verdict
-from hub.delivery.breaker import CircuitBreaker, CircuitState
+from hub.delivery.breaker import CircuitBreaker, CircuitState, Gate
 from hub.delivery.registry import EndpointRegistry
 from hub.delivery.retry import next_delay, policy_for
 from hub.delivery.throttle import Throttle
@@ -184,11 +185,13 @@ def _deliver_chunk(ctx: WorkerContext, rt: DeliveryRuntime, ids: list[str]) -> C
                 WebhookDelivery.correlation_id,
                 WebhookDelivery.last_error,
                 WebhookDelivery.request,
-            ).where(
+            )
+            .where(
                 WebhookDelivery.id.in_(head_ids),
                 WebhookDelivery.status == DeliveryStatus.DELIVERING,
                 WebhookDelivery.lease_expires_at == token,
             )
+            .order_by(WebhookDelivery.id)  # oldest first (ids sort by creation time)
         ).all()
     counts["skipped"] += len(head_ids) - len(rows)
     items = [_prepare(ctx, rt, row) for row in rows]
@@ -235,7 +238,11 @@ def _admit(rt: DeliveryRuntime, items: list[Item], lease: float) -> list[Item]:
     for name, group in by_endpoint.items():
         config = group[0].config
         assert config is not None
-        gate = rt.breaker(name, config).allow(probe_lease=lease)
+        try:
+            gate = rt.breaker(name, config).allow(probe_lease=lease)
+        except RedisError:  # fail open: Redis holds counters, not the deliveries
+            log.warning("delivery.breaker_unavailable", extra={"endpoint": name})
+            gate = Gate(CircuitState.CLOSED, 0.0)
         if not gate.allowed:
             wait = gate.wait if gate.state == CircuitState.OPEN else max(gate.wait, 1.0)
             _defer(group, wait, "circuit_open")
@@ -244,7 +251,11 @@ def _admit(rt: DeliveryRuntime, items: list[Item], lease: float) -> list[Item]:
             _defer(group[1:], lease, "circuit_half_open")
             group = group[:1]
         if config.rate_limit:
-            admitted, wait = rt.throttle.admit(name, config.rate_limit, len(group))
+            try:
+                admitted, wait = rt.throttle.admit(name, config.rate_limit, len(group))
+            except RedisError:
+                log.warning("delivery.rate_limit_unavailable", extra={"endpoint": name})
+                admitted, wait = len(group), 0.0
             _defer(group[admitted:], wait, "rate_limited")
             group = group[:admitted]
         go.extend(group)
@@ -274,11 +285,14 @@ def _send_all(rt: DeliveryRuntime, items: list[Item]) -> None:
         config = _config_of(items, name)
         breaker = rt.breaker(name, config)
         last_success = max((i for i, failed in enumerate(results) if not failed), default=-1)
-        if last_success >= 0:
-            breaker.record_success()
         trailing = len(results) - last_success - 1
-        if trailing:
-            breaker.record_failure(trailing)
+        try:
+            if last_success >= 0:
+                breaker.record_success()
+            if trailing:
+                breaker.record_failure(trailing)
+        except RedisError:
+            log.warning("delivery.breaker_unavailable", extra={"endpoint": name})
 
 
 def _config_of(items: list[Item], name: str) -> EndpointConfig:
@@ -529,7 +543,7 @@ def _log_decision(d: Decision, now: datetime) -> str:
         log.info("delivery.delivered", extra=fields)
         return "delivered"
     if d.status == DeliveryStatus.DEAD:
-        log.warning("delivery.dead", extra=fields | {"reason": d.reason})
+        log.warning("delivery.dead", extra=fields)  # the reason may quote the target: not logged
         return "dead"
     delay = (d.next_at - now).total_seconds() if d.next_at else None
     log.info("delivery.retry", extra=fields | {"delay_s": delay})

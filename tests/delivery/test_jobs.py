@@ -216,8 +216,9 @@ def test_the_circuit_opens_defers_without_using_attempts_half_opens_and_closes(
     target.default = Reply(200)
     both = [later, world.delivery("crm", {"n": 3})]
     assert deliver_batch(ctx, both) == {"skipped": 0, "delivered": 1, "deferred": 1}
-    assert retry_row(ctx, both[1]) is not None
-    assert retry_row(ctx, both[1]).reason == "circuit_half_open"  # type: ignore[union-attr]
+    assert delivery(ctx, later).status == DeliveryStatus.DELIVERED  # the oldest is the probe
+    queued = retry_row(ctx, both[1])
+    assert queued is not None and queued.reason == "circuit_half_open"
     assert breaker.state() == CircuitState.CLOSED
 
     with ctx.engine.begin() as conn:  # the deferred one is due now
@@ -234,7 +235,9 @@ def test_the_outgoing_rate_limit_defers_rather_than_fails(
     assert deliver_batch(ctx, batch) == {"skipped": 0, "delivered": 2, "deferred": 3}
 
     assert len(target.seen) == 2
-    for dlv in batch[2:]:
+    waiting = [d for d in batch if delivery(ctx, d).status != DeliveryStatus.DELIVERED]
+    assert len(waiting) == 3
+    for dlv in waiting:
         row = delivery(ctx, dlv)
         assert row.status == DeliveryStatus.RETRYING and row.attempts == 0
         queued = retry_row(ctx, dlv)
@@ -339,3 +342,31 @@ def test_an_undefined_endpoint_makes_a_dead_letter_that_says_so(
     assert deliver_batch(ctx, [dlv])["dead"] == 1
     [letter] = dead_letters(ctx)
     assert "nowhere is not defined" in letter.reason and letter.attempts == 0
+
+
+def test_a_requeued_dead_letter_is_tried_again_as_the_same_delivery(
+    ctx: WorkerContext, world: World, target: TargetServer, sweep: SweepContext
+) -> None:
+    from hub import dead_letters as registry
+    from hub.errors import DeadLetterClosed
+
+    world.endpoint("crm", kind="webhook", url=target.url)
+    target.replies(Reply(410))
+    dlv = world.delivery("crm", {"name": "Ana"})
+    deliver_batch(ctx, [dlv])
+    [letter] = dead_letters(ctx)
+
+    with ctx.sessions() as session:
+        registry.requeue(session, letter.id)
+        session.commit()
+        with pytest.raises(DeadLetterClosed):
+            registry.requeue(session, letter.id)
+    run_until(sweep, lambda: delivery(ctx, dlv).status == DeliveryStatus.DELIVERED)
+
+    assert [a.status_code for a in attempts(ctx, dlv)] == [410, 200]
+    assert [s.headers["webhook-id"] for s in target.seen] == [dlv, dlv]
+    [closed] = dead_letters(ctx)
+    assert closed.status.value == "replayed" and closed.resolved_at is not None
+    with ctx.sessions() as session:
+        event = session.get(IntegrationEvent, delivery(ctx, dlv).event_id)
+        assert event is not None and event.status == EventStatus.PROCESSED
