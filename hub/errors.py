@@ -9,6 +9,7 @@
     │   └── RedisUnavailable         Redis cannot be reached
     ├── NotFound                     404: an id or a name that does not exist
     │   └── DeadLetterNotFound       no dead letter has this id
+    ├── TransformError               a payload does not fit a rule (fails that event alone)
     └── RequestError                 4xx answers of the HTTP API (§5 of ARCHITECTURE.md)
         ├── Unauthorized             401: missing or bad key, bad signature
         ├── Forbidden                403: key not allowed here
@@ -97,6 +98,13 @@ class DeadLetterNotFound(NotFound):
     """No dead letter has this id."""
 
     code = "dead_letter_not_found"
+
+
+class TransformError(HubError):
+    """A payload does not fit a rule: a required value is missing or a function rejects it."""
+
+    status_code = 422
+    code = "transform_failed"
 
 
 class RequestError(HubError):
