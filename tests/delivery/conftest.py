@@ -22,7 +22,7 @@ from redis import Redis
 from sqlalchemy import Engine, insert
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from hub import ids
@@ -120,6 +120,34 @@ class TargetServer:
 @pytest.fixture
 def target() -> Iterator[TargetServer]:
     server = TargetServer().start()
+    yield server
+    server.stop()
+
+
+class ZapiStandIn(TargetServer):
+    """Z-API's send-text: checks the path and the Client-Token header like the real service."""
+
+    instance, token, client_token = "INST1", "TOK1", "client-secret"
+
+    async def _handle(self, request: Request) -> Response:
+        body = await request.body()
+        self.seen.append(Seen(request.method, request.url.path, dict(request.headers), body))
+        if request.url.path != f"/instances/{self.instance}/token/{self.token}/send-text":
+            return JSONResponse({"error": "NOT_FOUND", "message": "Instance not found"}, 404)
+        if request.headers.get("client-token") != self.client_token:
+            return JSONResponse({"error": "your client-token is not configured"}, 400)
+        if self.script:
+            reply = self.script.pop(0)
+            return Response(reply.body, reply.status, media_type="application/json")
+        data = orjson.loads(body)
+        if set(data) != {"phone", "message"}:
+            return JSONResponse({"error": "bad body"}, 400)
+        return JSONResponse({"zaapId": "Z1", "messageId": "M1", "id": "M1"})
+
+
+@pytest.fixture
+def zapi() -> Iterator[ZapiStandIn]:
+    server = ZapiStandIn().start()
     yield server
     server.stop()
 

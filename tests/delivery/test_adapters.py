@@ -11,7 +11,6 @@ from email import message_from_bytes
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
@@ -20,8 +19,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from standardwebhooks import Webhook
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
 
 from hub.delivery.adapters import (
     Adapters,
@@ -32,7 +29,7 @@ from hub.delivery.adapters import (
     classify_zapi,
 )
 from hub.endpoints import EndpointConfig
-from tests.delivery.conftest import Reply, Seen, TargetServer
+from tests.delivery.conftest import Reply, TargetServer, ZapiStandIn
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 ENV = {
@@ -180,34 +177,6 @@ def test_a_missing_env_variable_is_a_permanent_config_error(adapters: Adapters) 
 
 
 # -- zapi -----------------------------------------------------------------------------------------
-
-
-class ZapiStandIn(TargetServer):
-    """Z-API's send-text: checks the path and the Client-Token header like the real service."""
-
-    instance, token, client_token = "INST1", "TOK1", "client-secret"
-
-    async def _handle(self, request: Request) -> Response:
-        body = await request.body()
-        self.seen.append(Seen(request.method, request.url.path, dict(request.headers), body))
-        if request.url.path != f"/instances/{self.instance}/token/{self.token}/send-text":
-            return JSONResponse({"error": "NOT_FOUND", "message": "Instance not found"}, 404)
-        if request.headers.get("client-token") != self.client_token:
-            return JSONResponse({"error": "your client-token is not configured"}, 400)
-        if self.script:
-            reply = self.script.pop(0)
-            return Response(reply.body, reply.status, media_type="application/json")
-        data = orjson.loads(body)
-        if set(data) != {"phone", "message"}:
-            return JSONResponse({"error": "bad body"}, 400)
-        return JSONResponse({"zaapId": "Z1", "messageId": "M1", "id": "M1"})
-
-
-@pytest.fixture
-def zapi() -> Iterator[ZapiStandIn]:
-    server = ZapiStandIn().start()
-    yield server
-    server.stop()
 
 
 def zapi_config(url: str, **extra: Any) -> EndpointConfig:
