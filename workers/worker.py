@@ -43,7 +43,8 @@ def run_worker(
     """Work the queues until stopped (or, with `burst`, until they are empty)."""
     redis = connect_redis(settings, timeout=30)
     check_redis(redis, settings)
-    context.install(context.WorkerContext.from_settings(settings))
+    ctx = context.WorkerContext.from_settings(settings)
+    context.install(ctx)
     worker = HubWorker(
         [get_queue(redis, q) for q in queues],
         connection=redis,
@@ -54,4 +55,8 @@ def run_worker(
     log.info("worker.start", extra={"queue": ",".join(q.value for q in queues)})
     # rq logs every job at INFO; hub logs its own lines, so rq speaks only of problems
     rq_level = "DEBUG" if settings.log_level.upper() == "DEBUG" else "WARNING"
-    return worker.work(burst=burst, logging_level=rq_level)
+    try:
+        return worker.work(burst=burst, logging_level=rq_level)
+    finally:  # pooled clients and send threads close with the worker
+        context.install(None)
+        ctx.close()
