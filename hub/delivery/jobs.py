@@ -25,6 +25,7 @@ from typing import Any, cast
 
 from redis.exceptions import RedisError
 from sqlalchemy import Connection, Table, and_, bindparam, delete, insert, or_, select, update
+from sqlalchemy.exc import OperationalError
 
 from hub import dead_letters
 from hub.crypto import DecryptionError
@@ -197,7 +198,11 @@ def _deliver_chunk(ctx: WorkerContext, rt: DeliveryRuntime, ids: list[str]) -> C
     items = [_prepare(ctx, rt, row) for row in rows]
     to_send = _admit(rt, items, lease)
     _send_all(rt, to_send)
-    counts.update(_finish(ctx, items, token))
+    try:
+        counts.update(_finish(ctx, items, token))
+    except OperationalError:  # a deadlock or a lost connection: the transaction rolled back
+        log.warning("delivery.finish_retried", extra={"count": len(items)})
+        counts.update(_finish(ctx, items, token))
     return counts
 
 
