@@ -55,7 +55,8 @@ def create_app(settings: Settings) -> Starlette:
         app.state.redis = redis
         app.state.health_redis = health_redis
         try:
-            yield
+            async with ingress.serving(app.state):
+                yield
         finally:
             redis.close()
             health_redis.close()
