@@ -1,8 +1,9 @@
 """supervisord.conf, run as is (copied next to a private .hub dir) with supervisor from PyPI.
 
-Starts web, the workers and the sweeper against the test database and Redis; a delivery scheduled
-in `retry_queue` (as a route with a delay leaves it) is enqueued by the sweeper, sent by a worker
-to a loopback target and marked delivered; SIGTERM to supervisord stops every program cleanly.
+Starts web, the workers and the sweeper against the test database and Redis with the shipped
+mappings. A lead POSTed to /webhooks/site goes through ingress, mapping and delivery to a loopback
+target; a delivery scheduled in `retry_queue` (as a delayed route leaves it) is enqueued by the
+sweeper and delivered too; SIGTERM to supervisord stops every program cleanly.
 """
 
 from __future__ import annotations
@@ -18,7 +19,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from standardwebhooks import Webhook
 
+from hub.apikeys import create_key
+from hub.mapping.apply import apply_mappings
+from hub.mapping.config import load_mappings
 from hub.models import DeliveryStatus, RetryQueue, WebhookDelivery, utcnow
 from hub.settings import Settings
 from tests.conftest import ROOT
@@ -44,7 +49,7 @@ def wait_for(check, timeout: float, what: str) -> None:  # type: ignore[no-untyp
 
 def test_supervisord_runs_web_workers_and_sweeper_and_delivers(
     ctx: WorkerContext,
-    world: World,
+    world: World,  # the tenant clinic-1 and rows for the scheduled delivery
     target: TargetServer,
     settings: Settings,
     tmp_path: Path,
@@ -66,8 +71,16 @@ def test_supervisord_runs_web_workers_and_sweeper_and_delivers(
         "HUB_PORT": str(port),
         "HUB_LOG_LEVEL": "WARNING",
     }
-    world.endpoint("crm", kind="webhook", url=target.url)
-    dlv = world.delivery("crm", {"name": "Ana"}, path="/leads")
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    for name in ("CRM", "MARKETING", "FINANCEIRO"):
+        env[f"CLINIC_1_{name}_URL"] = target.url
+        env[f"CLINIC_1_{name}_SIGNING_SECRET"] = secret
+    env |= {"CLINIC_1_CRM_TOKEN": "Bearer t", "ZAPI_BASE_URL": target.url}
+    env |= {f"CLINIC_1_ZAPI_{k}": "x" for k in ("INSTANCE", "TOKEN", "CLIENT_TOKEN")}
+    apply_mappings(ctx.engine, ctx.redis, load_mappings(ROOT / "mappings"))
+    with ctx.sessions() as session, session.begin():
+        key = create_key(session, name="site form", tenant_slug="clinic-1").secret
+    dlv = world.delivery("crm", {"name": "Bia"}, path="/direct")
     with ctx.engine.begin() as conn:
         conn.execute(
             RetryQueue.__table__.insert().values(
@@ -84,9 +97,19 @@ def test_supervisord_runs_web_workers_and_sweeper_and_delivers(
     )
     try:
         wait_for(lambda: _health(port) == 200, 60, "the web program to answer /health")
-        wait_for(lambda: bool(target.seen), 60, "the worker to send the delivery")
+        answer = httpx.post(
+            f"http://127.0.0.1:{port}/webhooks/site",
+            json={"type": "lead.created", "name": "Ana", "phone": "(11) 91234-5678"},
+            headers={"X-API-Key": key, "Idempotency-Key": "lead-1"},
+            timeout=10,
+        )
+        assert answer.status_code == 202, answer.text
+        wait_for(lambda: {"/direct", "/leads"} <= _paths(target), 60, "both deliveries")
         wait_for(lambda: _status(ctx, dlv) == DeliveryStatus.DELIVERED, 30, "the delivered status")
-        assert target.seen[0].path == "/leads" and target.seen[0].headers["webhook-id"] == dlv
+        [lead] = [seen for seen in target.seen if seen.path == "/leads"]
+        assert Webhook(secret).verify(lead.body, lead.headers)["phone"] == "+5511912345678"
+        [direct] = [seen for seen in target.seen if seen.path == "/direct"]
+        assert direct.headers["webhook-id"] == dlv
         status = subprocess.run(
             [str(Path(supervisord).with_name("supervisorctl")), "-c", str(conf), "status"],
             capture_output=True,
@@ -119,6 +142,10 @@ def _health(port: int) -> int | None:
         return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code
     except httpx.HTTPError:
         return None
+
+
+def _paths(target: TargetServer) -> set[str]:
+    return {seen.path for seen in target.seen}
 
 
 def _status(ctx: WorkerContext, delivery_id: str) -> DeliveryStatus | None:
