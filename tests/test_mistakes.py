@@ -91,3 +91,24 @@ def test_an_unset_endpoint_variable_names_the_variable_and_the_endpoint() -> Non
     assert outcome.error == (
         "environment variable DEMO_CUIDADORES_URL is not set (endpoint cuidadores.url)"
     )
+
+
+def test_the_smtp_port_may_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hub.delivery.adapters import Target, smtp_port
+    from hub.endpoints import EndpointConfig
+    from hub.errors import ConfigError
+
+    config = EndpointConfig.model_validate(
+        {"kind": "email", "host": "env:SMTP_HOST", "port": "env:SMTP_PORT", "from_addr": "a@b.c"}
+    )
+    target = Target("email", config, "demo")
+    monkeypatch.setenv("SMTP_PORT", "2525")
+    assert smtp_port(target) == 2525
+    monkeypatch.setenv("SMTP_PORT", "smtp")
+    with pytest.raises(ConfigError, match="endpoint email.port: 'smtp' is not a port number"):
+        smtp_port(target)
+    monkeypatch.delenv("SMTP_PORT")
+    with pytest.raises(ConfigError, match=r"SMTP_PORT is not set \(endpoint email.port\)"):
+        smtp_port(target)
+    fixed = EndpointConfig.model_validate({**config.model_dump(), "port": None, "starttls": True})
+    assert smtp_port(Target("email", fixed, "demo")) == 587

@@ -331,6 +331,17 @@ def classify_zapi(status: int, text: str | None, retry_after: str | None = None)
 # -- email ----------------------------------------------------------------------------------------
 
 
+def smtp_port(endpoint: Target) -> int:
+    """The endpoint's SMTP port: a number, an `env:` reference (SMTP_PORT), or 587/25."""
+    config = endpoint.config
+    if isinstance(config.port, str):
+        raw = endpoint.value("port", config.port) or ""
+        if not raw.isdigit() or not 1 <= int(raw) <= 65535:
+            raise ConfigError(f"endpoint {endpoint.name}.port: {raw!r} is not a port number")
+        return int(raw)
+    return config.port or (587 if config.starttls else 25)
+
+
 class EmailAdapter:
     def send(self, request: OutgoingRequest, endpoint: Target, delivery: DeliveryRef) -> Outcome:
         config = endpoint.config
@@ -346,6 +357,7 @@ class EmailAdapter:
             username = endpoint.value("username", config.username)
             password = endpoint.value("password", config.password)
             from_addr = endpoint.value("from_addr", config.from_addr) or ""
+            port = smtp_port(endpoint)
         except ConfigError as exc:
             return _config_failure(exc)
         message = EmailMessage()
@@ -358,7 +370,6 @@ class EmailAdapter:
         message.set_content(str(body.get("text") or ""))
         if body.get("html"):
             message.add_alternative(str(body["html"]), subtype="html")
-        port = config.port or (587 if config.starttls else 25)
         try:
             with smtplib.SMTP(host, port, timeout=config.timeout) as smtp:
                 if config.starttls:
