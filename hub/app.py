@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Mount, Route
 
 from hub import logs
 from hub.db import create_db_engine
@@ -62,6 +62,7 @@ def create_app(settings: Settings) -> Starlette:
             engine.dispose()
 
     from hub import admin, ingress, simulate, status
+    from hub.dashboard import create_dashboard
 
     routes: list[BaseRoute] = [
         Route("/health", health, methods=["GET"]),
@@ -69,6 +70,7 @@ def create_app(settings: Settings) -> Starlette:
         *simulate.ROUTES,
         *admin.ROUTES,
         *status.ROUTES,
+        Mount("/rq", app=create_dashboard(settings)),
     ]
     return Starlette(
         routes=routes,

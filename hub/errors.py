@@ -8,6 +8,8 @@
     │   ├── DatabaseUnavailable      the database cannot be reached
     │   └── RedisUnavailable         Redis cannot be reached
     ├── NotFound                     404: an id or a name that does not exist
+    │   └── EventNotFound            no event has this id (or not for this tenant)
+    ├── ReplayFailed                 a replayed delivery or event failed again (fails its RQ job)
     └── RequestError                 4xx answers of the HTTP API (§5 of ARCHITECTURE.md)
         ├── Unauthorized             401: missing or bad key, bad signature
         ├── Forbidden                403: key not allowed here
@@ -89,6 +91,18 @@ class NotFound(HubError):
 
     status_code = 404
     code = "not_found"
+
+
+class EventNotFound(NotFound):
+    """No event has this id (or it belongs to another tenant)."""
+
+    code = "event_not_found"
+
+
+class ReplayFailed(HubError):
+    """A replayed delivery or event failed again; its RQ job fails so it can be requeued."""
+
+    code = "replay_failed"
 
 
 class RequestError(HubError):
