@@ -22,7 +22,7 @@ from starlette.routing import BaseRoute, Route
 from hub import dead_letters, replay
 from hub.admin_auth import Principal, requires_key
 from hub.dead_letters import DeadLetterFilter
-from hub.errors import BadRequest, EventNotFound
+from hub.errors import BadRequest, NotFound
 from hub.models import (
     DeadLetter,
     DeadLetterStage,
@@ -216,7 +216,7 @@ def show_event(engine: Engine, principal: Principal, event_id: str) -> dict[str,
         event = session.get(IntegrationEvent, event_id)
         scope = principal.tenant_scope()
         if event is None or (scope is not None and event.tenant_id != scope):
-            raise EventNotFound(f"event {event_id} not found")
+            raise NotFound(f"event {event_id} not found", code="event_not_found")
         deliveries = list(
             session.scalars(
                 select(WebhookDelivery)

@@ -1,6 +1,7 @@
 """Every error hub raises on purpose.
 
     HubError                         exit_code 2 (CLI); status_code 500 / code "internal" (HTTP)
+    ├── ReplayFailed                 a replayed delivery or event failed again (fails its RQ job)
     ├── ConfigError                  a setting or a config file is wrong
     │   ├── SettingError             one HUB_* setting is unusable (names the setting)
     │   └── MappingsError            mappings/ has problems (each with file, line and path)
@@ -8,8 +9,6 @@
     │   ├── DatabaseUnavailable      the database cannot be reached
     │   └── RedisUnavailable         Redis cannot be reached
     ├── NotFound                     404: an id or a name that does not exist
-    │   └── EventNotFound            no event has this id (or not for this tenant)
-    ├── ReplayFailed                 a replayed delivery or event failed again (fails its RQ job)
     └── RequestError                 4xx answers of the HTTP API (§5 of ARCHITECTURE.md)
         ├── Unauthorized             401: missing or bad key, bad signature
         ├── Forbidden                403: key not allowed here
@@ -93,18 +92,6 @@ class NotFound(HubError):
     code = "not_found"
 
 
-class EventNotFound(NotFound):
-    """No event has this id (or it belongs to another tenant)."""
-
-    code = "event_not_found"
-
-
-class ReplayFailed(HubError):
-    """A replayed delivery or event failed again; its RQ job fails so it can be requeued."""
-
-    code = "replay_failed"
-
-
 class RequestError(HubError):
     """A 4xx answer of the HTTP API."""
 
@@ -156,3 +143,9 @@ class RateLimited(RequestError):
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class ReplayFailed(HubError):
+    """A replayed delivery or event failed again; its RQ job fails so it can be requeued."""
+
+    code = "replay_failed"

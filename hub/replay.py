@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session
 
 from hub import dead_letters, metrics
 from hub.dead_letters import DeadLetterFilter
-from hub.errors import BadRequest, EventNotFound, ReplayFailed
+from hub.errors import BadRequest, NotFound, ReplayFailed
 from hub.models import (
     DeadLetter,
     DeadLetterStage,
@@ -236,7 +236,7 @@ def request_event(
     with Session(engine) as session:
         event = session.get(IntegrationEvent, event_id)
         if event is None or (tenant_id is not None and event.tenant_id != tenant_id):
-            raise EventNotFound(f"event {event_id} not found")
+            raise NotFound(f"event {event_id} not found", code="event_not_found")
         report = Report(dry_run)
         if remap:
             if event.payload is None:
