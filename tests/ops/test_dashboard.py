@@ -27,7 +27,9 @@ def test_the_dashboard_asks_browsers_for_the_operator_key(client: TestClient, ke
 
     page = client.get("/rq/", headers=basic(keys.operator))
     assert page.status_code == 200
-    assert "RQ Dashboard" in page.text
+    assert "<title>RQ dashboard</title>" in page.text
+    assert "/rq/static/css/main.css" in page.text  # links carry the mount prefix
+    assert client.get("/rq/static/css/main.css", headers=basic(keys.operator)).status_code == 200
     queues = client.get("/rq/0/data/queues.json", headers=basic(keys.operator)).json()
     assert isinstance(queues["queues"], list)
 
