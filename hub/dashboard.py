@@ -12,6 +12,7 @@ database state of each id first, so a requeued replay or delivery ends in a corr
 
 from __future__ import annotations
 
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from a2wsgi import WSGIMiddleware
@@ -35,7 +36,9 @@ def create_flask_app(settings: Settings) -> object:
     from flask import Flask
     from rq_dashboard.web import setup_rq_connection
 
-    app = Flask("hub.dashboard")
+    # the app's own static route serves the blueprint's folder: both build /static/... URLs
+    static = Path(rq_dashboard.__file__).parent / "static"
+    app = Flask("hub.dashboard", static_folder=str(static), static_url_path="/static")
     app.config.from_object(rq_dashboard.default_settings)
     app.config["RQ_DASHBOARD_REDIS_URL"] = redis_url(settings)
     app.config["RQ_DASHBOARD_POLL_INTERVAL"] = 5000
