@@ -64,11 +64,11 @@ class Keys:
 def keys(world: World) -> Keys:
     with session_factory(world.engine).begin() as session:
         made = Keys(
-            operator=create_key(session, name="ops", tenant_slug=None, kind=KeyKind.OPERATOR).secret,
-            admin=create_key(session, name="a", tenant_slug=TENANT, kind=KeyKind.ADMIN).secret,
-            other_admin=create_key(
-                session, name="b", tenant_slug=OTHER, kind=KeyKind.ADMIN
+            operator=create_key(
+                session, name="ops", tenant_slug=None, kind=KeyKind.OPERATOR
             ).secret,
+            admin=create_key(session, name="a", tenant_slug=TENANT, kind=KeyKind.ADMIN).secret,
+            other_admin=create_key(session, name="b", tenant_slug=OTHER, kind=KeyKind.ADMIN).secret,
             ingest=create_key(session, name="i", tenant_slug=TENANT).secret,
         )
     return made
@@ -104,7 +104,11 @@ def dead_delivery(ctx: WorkerContext, world: World, target: TargetServer, **kw: 
     """A delivery to endpoint `crm` at `target` that failed for good (one attempt, a 500)."""
     if "crm" not in world._versions:
         world.endpoint(
-            "crm", kind="webhook", url=target.url, retry={"max_attempts": 1}, circuit={"failures": 50}
+            "crm",
+            kind="webhook",
+            url=target.url,
+            retry={"max_attempts": 1},
+            circuit={"failures": 50},
         )
     delivery_id = world.delivery("crm", {"name": "Ana"}, **kw)  # type: ignore[arg-type]
     target.replies(Reply(status=500))

@@ -1,4 +1,4 @@
-"""rq-dashboard at /rq: operator key only; its requeue button ends in a correct state in our tables."""
+"""rq-dashboard at /rq: operator key only; its requeue button ends in a correct state in our rows."""
 
 from __future__ import annotations
 

@@ -23,7 +23,8 @@ from workers.context import WorkerContext
 def test_a_queue_waiting_too_long_raises_a_backlog_alert(
     ctx: WorkerContext, world: World, settings: Settings
 ) -> None:
-    enqueue_ids(ctx.redis, "workers.jobs.deliver", "notifications", ["dlv_x", "dlv_y"], batch_size=1)
+    ids = ["dlv_x", "dlv_y"]
+    enqueue_ids(ctx.redis, "workers.jobs.deliver", "notifications", ids, batch_size=1)
     now = utcnow()
     calm = collect(ctx.engine, ctx.redis, settings, now=now)
     assert calm["queues"]["notifications"]["depth"] == 2
