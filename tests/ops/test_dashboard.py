@@ -1,4 +1,4 @@
-"""rq-dashboard at /rq: operator key only; its requeue button ends in a correct state in our rows."""
+"""rq-dashboard at /rq: operator key only; its requeue ends in a correct state in our tables."""
 
 from __future__ import annotations
 
