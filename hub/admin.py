@@ -177,7 +177,8 @@ def dead_letter_dict(letter: DeadLetter, slug: str | None = None) -> dict[str, A
 def _slugs(session: Session, ids: set[int]) -> dict[int, str]:
     if not ids:
         return {}
-    return dict(session.execute(select(Tenant.id, Tenant.slug).where(Tenant.id.in_(ids))).tuples())
+    rows = session.execute(select(Tenant.id, Tenant.slug).where(Tenant.id.in_(ids)))
+    return {tenant_id: slug for tenant_id, slug in rows}
 
 
 # -- queries (blocking; the routes run them in a thread) -------------------------------------------
