@@ -130,9 +130,7 @@ def test_the_cli_replays_lists_shows_and_discards(
     assert status_of(ctx, second) == DeliveryStatus.DEAD
 
 
-def test_cli_bad_input_exits_2_and_empty_filters_exit_0(
-    world: World, settings: Settings
-) -> None:
+def test_cli_bad_input_exits_2_and_empty_filters_exit_0(world: World, settings: Settings) -> None:
     runner, env = CliRunner(), cli_env(settings)
     unknown = runner.invoke(cli, ["replay", "--dead-letter", "dlq_nope"], env=env)
     assert unknown.exit_code == 2 and "dead letter dlq_nope not found" in unknown.output
