@@ -12,9 +12,8 @@ from workers.context import WorkerContext
 def test_events_are_listed_newest_first_with_filters_and_pages(
     ctx: WorkerContext, world: World, target: TargetServer, client: TestClient, keys: Keys
 ) -> None:
-    world.endpoint("crm", kind="webhook", url=target.url)
-    made = [world.delivery("crm", {"n": n}) for n in range(3)]
     dead_delivery(ctx, world, target)
+    made = [world.delivery("crm", {"n": n}) for n in range(3)]
     headers = auth(keys.operator)
 
     first = client.get("/admin/events?limit=2", headers=headers).json()
