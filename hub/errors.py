@@ -9,6 +9,7 @@
     │   ├── DatabaseUnavailable      the database cannot be reached
     │   └── RedisUnavailable         Redis cannot be reached
     ├── NotFound                     404: an id or a name that does not exist
+    ├── TransformError               a payload does not fit a rule (fails that event alone)
     └── RequestError                 4xx answers of the HTTP API (§5 of ARCHITECTURE.md)
         ├── Unauthorized             401: missing or bad key, bad signature
         ├── Forbidden                403: key not allowed here
@@ -90,6 +91,13 @@ class NotFound(HubError):
 
     status_code = 404
     code = "not_found"
+
+
+class TransformError(HubError):
+    """A payload does not fit a rule: a required value is missing or a function rejects it."""
+
+    status_code = 422
+    code = "transform_failed"
 
 
 class RequestError(HubError):

@@ -219,6 +219,18 @@ class WebhookEndpoint(Base):
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
 
 
+class ConfigVersion(Base):
+    """One effective `hub mappings apply`: its id is the config version workers watch."""
+
+    __tablename__ = "config_versions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    checksum: Mapped[str] = mapped_column(String(64))  # of every applied rule and endpoint
+    rules: Mapped[int] = mapped_column(Integer)
+    endpoints: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
 # -- deliveries -----------------------------------------------------------------------------------
 
 

@@ -173,3 +173,8 @@ def _banner(settings: Settings, base: str, key: str, notes: list[str], kids: lis
         "",
     ]
     click.echo("\n".join(lines))
+
+
+from hub.mapping.boot import apply_at_boot  # noqa: E402 - steps register after BOOT_STEPS exists
+
+BOOT_STEPS.append(("mappings", apply_at_boot))

@@ -1,9 +1,104 @@
-"""`hub mappings`: (to be filled by its issue)."""
+"""`hub mappings check|apply|test [DIR]`: validate, publish and unit-test the mappings directory.
+
+DIR defaults to HUB_MAPPINGS_DIR (`mappings`). Problems go to stderr, one per line as
+`file:line path: message`; the exit code is 0 when all is well and 2 otherwise.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
+
+from hub.cli import load_settings
+from hub.errors import HubError, MappingsError
+from hub.mapping.config import MappingsConfig, load_mappings
+
+
+def _load(directory: Path | None) -> tuple[MappingsConfig, Path]:
+    settings = load_settings()
+    path = directory or settings.mappings_dir
+    return load_mappings(path), path
+
+
+def _summary(config: MappingsConfig) -> str:
+    return (
+        f"{len(config.rules)} rules, {len(config.endpoints)} endpoints, "
+        f"{len(config.sources)} sources"
+    )
+
+
+DIR_ARG = click.argument(
+    "directory", required=False, type=click.Path(path_type=Path, file_okay=False)
+)
+
+
+@click.group("mappings")
+def mappings() -> None:
+    """Check, apply and test the mappings directory (sources, endpoints, rules)."""
+
+
+@mappings.command("check")
+@DIR_ARG
+def check(directory: Path | None) -> None:
+    """Validate DIR: every problem with its file, line and path; exit 0 or 2."""
+    config, path = _load(directory)
+    click.echo(f"{path}: OK ({_summary(config)})")
+
+
+@mappings.command("apply")
+@DIR_ARG
+def apply(directory: Path | None) -> None:
+    """Validate DIR and publish it to the database (all or nothing; same files: no change)."""
+    from hub.db import check_database, create_db_engine
+    from hub.mapping.apply import apply_mappings
+    from hub.queues import connect_redis
+
+    settings = load_settings()
+    config = load_mappings(directory or settings.mappings_dir)
+    engine = create_db_engine(settings)
+    redis = connect_redis(settings)
+    try:
+        check_database(engine)
+        result = apply_mappings(engine, redis, config)
+    finally:
+        redis.close()
+        engine.dispose()
+    state = "applied" if result.changed else "no change"
+    click.echo(
+        f"{state}: version {result.version}; rules: {result.rules.summary()}; "
+        f"endpoints: {result.endpoints.summary()}"
+    )
+    if not result.redis_notified:
+        click.echo(
+            "hub: warning: Redis is unreachable; running processes notice the new version "
+            "from the database within a few seconds",
+            err=True,
+        )
+
+
+@mappings.command("test")
+@DIR_ARG
+def test(directory: Path | None) -> None:
+    """Run every rule's examples; print a diff for each mismatch; exit 0 or 2."""
+    from hub.mapping.examples import run_examples
+
+    config, _ = _load(directory)
+    results = run_examples(config)
+    failed = [r for r in results if not r.ok]
+    for result in results:
+        mark = "ok  " if result.ok else "FAIL"
+        click.echo(f"{mark} {result.rule}: {result.name}")
+        for line in result.problems:
+            click.echo(f"       {line}")
+    click.echo(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    if failed:
+        raise HubError(f"{len(failed)} example(s) failed")
 
 
 def register(cli: click.Group) -> None:
     """Add this module's commands to `cli`."""
+    cli.add_command(mappings)
+
+
+__all__ = ["MappingsError", "register"]

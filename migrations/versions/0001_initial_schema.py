@@ -76,6 +76,21 @@ def upgrade() -> None:
         sa.UniqueConstraint("name", "version", name="uq_webhook_endpoints_name_version"),
     )
     op.create_table(
+        "config_versions",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("checksum", sa.String(length=64), nullable=False),
+        sa.Column("rules", sa.Integer(), nullable=False),
+        sa.Column("endpoints", sa.Integer(), nullable=False),
+        sa.Column(
+            "created_at",
+            sa.DateTime()
+            .with_variant(mysql.DATETIME(fsp=6), "mariadb")
+            .with_variant(mysql.DATETIME(fsp=6), "mysql"),
+            nullable=False,
+        ),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_table(
         "api_keys",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("tenant_id", sa.Integer(), nullable=True),
@@ -503,6 +518,7 @@ def downgrade() -> None:
     op.drop_table("rate_limits")
     op.drop_table("integration_events")
     op.drop_table("api_keys")
+    op.drop_table("config_versions")
     op.drop_table("webhook_endpoints")
     op.drop_table("tenants")
     op.drop_table("event_mappings")

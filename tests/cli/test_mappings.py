@@ -1,0 +1,110 @@
+"""`hub mappings check|apply|test`: exit 0 or 2, every problem on stderr, apply all or nothing."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from redis import Redis
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+
+from hub.cli import cli
+from hub.mapping.apply import VERSION_KEY
+from hub.models import EventMapping
+
+SHIPPED = Path(__file__).resolve().parents[2] / "mappings"
+
+
+def run(args: list[str], env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, args, env=env, catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture
+def mappings(tmp_path: Path) -> Path:
+    target = tmp_path / "mappings"
+    shutil.copytree(SHIPPED, target)
+    return target
+
+
+def break_it(directory: Path) -> None:
+    rule = directory / "rules" / "lead_created.yaml"
+    text = rule.read_text().replace("fn: phone_br, args: [$.phone], required", "fn: phone_bz, "
+                                    "args: [$.phone], required")  # fmt: skip
+    rule.write_text(text.replace("  - to: marketing", "  - to: marketting"))
+
+
+def test_check_passes_on_the_shipped_mappings() -> None:
+    code, out, err = run(["mappings", "check", str(SHIPPED)])
+    assert code == 0, err
+    assert "OK (3 rules, 5 endpoints, 5 sources)" in out
+
+
+def test_check_lists_every_problem_and_exits_2(mappings: Path) -> None:
+    break_it(mappings)
+    code, _, err = run(["mappings", "check", str(mappings)])
+    assert code == 2
+    assert err.startswith("hub: error: 5 problems in mappings:")  # the route key moved too
+    assert "lead_created.yaml:" in err
+    assert "routes[0].body.phone.fn: unknown function 'phone_bz' (did you mean 'phone_br'?)" in err
+    assert "routes[2].to: unknown endpoint 'marketting' (did you mean 'marketing'?)" in err
+    assert "Traceback" not in err
+
+
+def test_apply_is_all_or_nothing_and_idempotent(
+    mappings: Path, database_url: str, redis_url: str, engine: Engine, redis: Redis
+) -> None:
+    env = {"HUB_DATABASE_URL": database_url, "HUB_REDIS_URL": redis_url}
+    break_it(mappings)
+    code, _, err = run(["mappings", "apply", str(mappings)], env)
+    assert code == 2 and "unknown function 'phone_bz'" in err
+    with Session(engine) as session:
+        assert session.scalar(select(func.count()).select_from(EventMapping)) == 0
+    assert redis.get(VERSION_KEY) is None
+
+    code, out, err = run(["mappings", "apply", str(SHIPPED)], env)
+    assert code == 0, err
+    applied = re.match(r"applied: version (\d+); rules: 3 added, 0 updated, 0 removed", out)
+    assert applied is not None, out
+    version = applied.group(1)
+    code, out, _ = run(["mappings", "apply", str(SHIPPED)], env)
+    assert code == 0
+    assert out.startswith(
+        f"no change: version {version}; rules: 0 added, 0 updated, 0 removed, 3 unchanged"
+    )
+    assert redis.get(VERSION_KEY) == version.encode()
+
+
+def test_test_runs_every_example(mappings: Path) -> None:
+    code, out, err = run(["mappings", "test", str(SHIPPED)])
+    assert code == 0, out + err
+    assert "ok   lead-created: a lead from the site form" in out
+    assert out.strip().endswith("passed, 0 failed")
+
+    rule = mappings / "rules" / "client_registered.yaml"
+    rule.write_text(
+        rule.read_text().replace("monthly_fee_cents: 125090", "monthly_fee_cents: 125000")
+    )
+    code, out, err = run(["mappings", "test", str(mappings)])
+    assert code == 2
+    assert "FAIL client-registered: a new client with e-mail and phone" in out
+    assert "finance-setup.monthly_fee_cents: expected 125000, got 125090" in out
+    assert "1 failed" in out
+    assert err.strip() == "hub: error: 1 example(s) failed"
+
+
+def test_dir_defaults_to_hub_mappings_dir(mappings: Path) -> None:
+    code, out, _ = run(["mappings", "check"], {"HUB_MAPPINGS_DIR": str(mappings)})
+    assert code == 0 and str(mappings) in out
+
+
+def test_apply_on_an_unmigrated_database_says_so(tmp_path: Path, redis_url: str) -> None:
+    env = {"HUB_DATABASE_URL": f"sqlite:///{tmp_path / 'empty.db'}", "HUB_REDIS_URL": redis_url}
+    code, _, err = run(["mappings", "apply", str(SHIPPED)], env)
+    assert code == 2
+    assert "is the schema migrated (`hub migrate`)?" in err
+    assert "Traceback" not in err
