@@ -9,6 +9,7 @@ secret that went through.
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import socket
@@ -30,7 +31,7 @@ from hub.settings import Settings
 from tests.delivery.conftest import Reply, TargetServer
 
 HUB = [sys.executable, "-m", "hub"]
-SECRET = "whsec_LGPDtestSigningSecret0123456789abcd"
+SECRET = "whsec_" + base64.b64encode(b"lgpd-test-signing-secret-32bytes").decode()
 PII = {
     "name": "Ana Beatriz Souza",
     "phone": "(11) 91234-5678",
