@@ -9,7 +9,7 @@ when first imported.
 Counters and histograms are counted where things happen:
 
     webhook_received(source, outcome, seconds)   ingress, once per request that named a source
-    event_processed(source, status)              mapping, once per event it finishes
+    event_processed(status, count)               mapping, per batch: events by final status
     delivery_attempted(endpoint, outcome, s)     delivery, once per attempt
     replay_requested(kind, outcome)              replay, once per item it handles
 
@@ -65,8 +65,8 @@ INGEST_SECONDS = Histogram(
 )
 EVENTS_PROCESSED = Counter(
     "hub_events_processed",
-    "Events through the mappings, by source and final status (processed, no_route, failed).",
-    ["source", "status"],
+    "Events through the mappings, by final status (processed, no_route, failed).",
+    ["status"],
     registry=REGISTRY,
 )
 DELIVERIES = Counter(
@@ -96,8 +96,9 @@ def webhook_received(source: str, outcome: str, seconds: float | None = None) ->
         INGEST_SECONDS.labels(source).observe(seconds)
 
 
-def event_processed(source: str, status: str) -> None:
-    EVENTS_PROCESSED.labels(source, status).inc()
+def event_processed(status: str, count: int = 1) -> None:
+    if count:
+        EVENTS_PROCESSED.labels(status).inc(count)
 
 
 def delivery_attempted(endpoint: str, outcome: str, seconds: float | None = None) -> None:

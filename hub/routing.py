@@ -26,7 +26,7 @@ from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from hub import ids
+from hub import ids, metrics
 from hub.crypto import Cipher
 from hub.errors import RedisUnavailable
 from hub.mapping.engine import RuleSet
@@ -258,6 +258,9 @@ def _schedule_now(ctx: RoutingContext, delivery_ids: list[str]) -> None:
 
 
 def _log(out: BatchOutcome) -> None:
+    metrics.event_processed("processed", len(out.processed))
+    metrics.event_processed("no_route", len(out.no_route))
+    metrics.event_processed("failed", len(out.failed))
     for event_id in out.processed:
         log.info("event.processed", extra={"event_id": event_id, "status": "processed"})
     for event_id in out.no_route:

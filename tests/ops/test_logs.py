@@ -26,6 +26,7 @@ from sqlalchemy import Engine, select
 
 from hub.apikeys import create_key
 from hub.db import session_factory
+from hub.metrics import sample_value
 from hub.models import DeadLetter, DeliveryStatus, EventStatus, IntegrationEvent, WebhookDelivery
 from hub.settings import Settings
 from tests.delivery.conftest import Reply, TargetServer
@@ -198,6 +199,10 @@ def test_personal_data_never_reaches_the_logs_of_any_process(
 
         wait_for(refused_again, "the replay")
         wait_for(lambda: len(crm.seen) == 2, "the replayed request")
+        # the worker's counts reach the web process's /metrics (prometheus multiprocess mode)
+        exposed = httpx.get(base + "/metrics").text
+        assert sample_value(exposed, "hub_events_processed_total", {"status": "processed"}) == 1
+        assert sample_value(exposed, "hub_events_processed_total", {"status": "failed"}) == 1
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
