@@ -42,6 +42,7 @@ sources: [site]
 events: [lead.created]
 routes:
   - to: crm
+    key: main
     body: {name: $.name, version: {const: old}}
 """
 NEW = """\
@@ -50,6 +51,7 @@ sources: [site]
 events: [lead.created]
 routes:
   - to: crm
+    key: main
     body: {name: $.name, version: {const: new}}
   - to: crm
     key: audit
