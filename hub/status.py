@@ -27,7 +27,7 @@ from starlette.routing import BaseRoute, Route
 
 from hub import metrics
 from hub.admin_auth import Principal, requires_key
-from hub.errors import DatabaseUnavailable, RedisUnavailable
+from hub.errors import DatabaseUnavailable, RedisUnavailable, ServiceUnavailable
 from hub.models import (
     DeadLetter,
     DeadLetterStatus,
@@ -351,8 +351,12 @@ async def status_route(request: Request, _principal: Principal) -> Response:
 
 
 async def metrics_route(request: Request) -> Response:
+    """Counters always; the state gauges only while Redis and the database answer."""
     state = request.app.state
-    snapshot = await run_in_threadpool(metrics_state, state.engine, state.redis)
+    try:
+        snapshot = await run_in_threadpool(metrics_state, state.engine, state.redis)
+    except ServiceUnavailable:
+        snapshot = None
     return Response(metrics.render(snapshot), media_type=metrics.CONTENT_TYPE)
 
 

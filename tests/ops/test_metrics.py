@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +11,10 @@ from pathlib import Path
 from starlette.testclient import TestClient
 
 from hub import metrics
+from hub.app import create_app
 from hub.metrics import sample_value
 from hub.queues import enqueue_ids
+from hub.settings import Settings
 from tests.delivery.conftest import TargetServer, World
 from tests.ops.conftest import dead_delivery
 from workers.context import WorkerContext
@@ -60,3 +63,16 @@ def test_counts_from_separate_processes_add_up(tmp_path: Path) -> None:
     assert sample_value(shown, "hub_delivery_attempts_total", labels) == 3
     assert sample_value(shown, "hub_delivery_attempt_duration_seconds_count", {"endpoint": "crm"})
     assert len(list((tmp_path / "metrics").glob("*.db"))) >= 3
+
+
+def test_counters_are_still_served_when_redis_is_down(settings: Settings) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    down = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{port}/0"})
+    metrics.replay_requested("dead_letter", "enqueued")
+    with TestClient(create_app(down)) as client:
+        response = client.get("/metrics")
+    assert response.status_code == 200
+    assert sample_value(response.text, "hub_replays_total", {"kind": "dead_letter"})
+    assert sample_value(response.text, "hub_queue_depth") is None
