@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     alert_dead_letter_growth: int = Field(
         default=10, ge=1, description="alert when this many dead letters open within an hour"
     )
+    alert_endpoint: str | None = Field(
+        default=None, description="endpoint (kind webhook) the sweeper posts new alerts to"
+    )
+    alert_interval: float = Field(
+        default=60.0, ge=0, description="seconds between the sweeper's alert checks"
+    )
 
     @field_validator("database_url", "redis_url", mode="before")
     @classmethod
