@@ -57,7 +57,8 @@ def create_app(settings: Settings) -> Starlette:
         app.state.health_redis = health_redis
         app.state.health_engine = health_engine
         try:
-            yield
+            async with ingress.serving(app.state):
+                yield
         finally:
             redis.close()
             health_redis.close()

@@ -4,18 +4,28 @@
     ├── ReplayFailed                 a replayed delivery or event failed again (fails its RQ job)
     ├── ConfigError                  a setting or a config file is wrong
     │   ├── SettingError             one HUB_* setting is unusable (names the setting)
-    │   └── MappingsError            mappings/ has problems (each with file, line and path)
+    │   ├── MappingsError            mappings/ has problems (each with file, line and path)
+    │   └── SignatureNotConfigured   none of a source's signing secrets is set for the tenant
     ├── ServiceUnavailable           503: a backing service is down
     │   ├── DatabaseUnavailable      the database cannot be reached
     │   └── RedisUnavailable         Redis cannot be reached
     ├── NotFound                     404: an id or a name that does not exist
+    │   └── UnknownSource            no such source in mappings/sources.yaml
     ├── TransformError               a payload does not fit a rule (fails that event alone)
     └── RequestError                 4xx answers of the HTTP API (§5 of ARCHITECTURE.md)
         ├── Unauthorized             401: missing or bad key, bad signature
+        │   ├── MissingApiKey        no key in X-API-Key, Authorization: Bearer or ?api_key=
+        │   ├── InvalidApiKey        unknown, wrong, revoked or expired key
+        │   ├── InvalidSignature     the signature does not match any of the source's secrets
+        │   └── StaleTimestamp       a signed timestamp more than 5 minutes off
         ├── Forbidden                403: key not allowed here
+        │   ├── SourceNotAllowed     the key is limited to other sources (or is an operator key)
+        │   └── AddressNotAllowed    the client address is outside the source's allowed_ips
         ├── PayloadTooLarge          413
         ├── UnsupportedMediaType     415
         ├── BadRequest               400
+        │   ├── InvalidJson          the body is not valid JSON (message names the position)
+        │   └── MissingEventField    the declared event id or type is absent from the request
         └── RateLimited              429 (carries retry_after)
 
 Foreign exceptions are translated where they enter (`raise DatabaseUnavailable(...) from exc`).
@@ -67,6 +77,12 @@ class MappingsError(ConfigError):
         self.problems = problems
 
 
+class SignatureNotConfigured(ConfigError):
+    """None of the source's signing secrets is set for this tenant (the server's fault: 500)."""
+
+    code = "signature_not_configured"
+
+
 class ServiceUnavailable(HubError):
     """A backing service is down."""
 
@@ -93,6 +109,12 @@ class NotFound(HubError):
     code = "not_found"
 
 
+class UnknownSource(NotFound):
+    """No such source in mappings/sources.yaml."""
+
+    code = "unknown_source"
+
+
 class TransformError(HubError):
     """A payload does not fit a rule: a required value is missing or a function rejects it."""
 
@@ -114,11 +136,47 @@ class Unauthorized(RequestError):
     code = "unauthorized"
 
 
+class MissingApiKey(Unauthorized):
+    """No key in X-API-Key, Authorization: Bearer or ?api_key=."""
+
+    code = "missing_api_key"
+
+
+class InvalidApiKey(Unauthorized):
+    """The key is unknown, wrong, revoked or expired."""
+
+    code = "invalid_api_key"
+
+
+class InvalidSignature(Unauthorized):
+    """The signature is missing or matches none of the source's secrets."""
+
+    code = "invalid_signature"
+
+
+class StaleTimestamp(Unauthorized):
+    """A signed timestamp is more than the tolerance (5 minutes) away from now."""
+
+    code = "stale_timestamp"
+
+
 class Forbidden(RequestError):
     """The key may not be used here."""
 
     status_code = 403
     code = "forbidden"
+
+
+class SourceNotAllowed(Forbidden):
+    """The key may not send to this source (limited to others, or an operator key)."""
+
+    code = "source_not_allowed"
+
+
+class AddressNotAllowed(Forbidden):
+    """The client address is outside the source's allowed_ips."""
+
+    code = "address_not_allowed"
 
 
 class PayloadTooLarge(RequestError):
@@ -140,6 +198,18 @@ class BadRequest(RequestError):
 
     status_code = 400
     code = "bad_request"
+
+
+class InvalidJson(BadRequest):
+    """The body is not valid JSON; the message names the parser's position."""
+
+    code = "invalid_json"
+
+
+class MissingEventField(BadRequest):
+    """The event id or type the source declares is absent from the request."""
+
+    code = "missing_event_field"
 
 
 class RateLimited(RequestError):

@@ -37,6 +37,10 @@ Timestamp = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 Blob = LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
 LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+# case- and accent-sensitive on MySQL too: "evt_Ab" and "evt_aB" are different events
+ExternalId = String(255).with_variant(
+    mysql.VARCHAR(255, collation="utf8mb4_bin"), "mysql", "mariadb"
+)
 PublicId = String(32)  # evt_ / dlv_ / dlq_ + 26 chars, see hub.ids
 
 
@@ -169,8 +173,9 @@ class IntegrationEvent(Base):
     id: Mapped[str] = mapped_column(PublicId, primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"))
     source: Mapped[str] = mapped_column(String(64))
-    external_id: Mapped[str] = mapped_column(String(255))
+    external_id: Mapped[str] = mapped_column(ExternalId)
     event_type: Mapped[str] = mapped_column(String(255))
+    queue: Mapped[str] = mapped_column(String(32), default="default")  # process_events goes here
     status: Mapped[EventStatus] = mapped_column(
         status_type(EventStatus), default=EventStatus.RECEIVED
     )

@@ -20,6 +20,7 @@ from sqlalchemy import Engine
 
 from hub.db import create_db_engine
 from hub.errors import HubError
+from hub.events import relay_events
 from hub.queues import connect_redis
 from hub.settings import Settings
 
@@ -35,7 +36,9 @@ class SweepContext:
 
 SweepTask = Callable[[SweepContext], int]
 
-TASKS: list[SweepTask] = []
+TASKS: list[SweepTask] = [
+    relay_events,  # outbox relay: events left `received` (Redis was down at ingest)
+]
 
 
 def sweep_once(ctx: SweepContext, tasks: list[SweepTask] | None = None) -> dict[str, int]:

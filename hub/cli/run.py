@@ -64,6 +64,7 @@ def serve(host: str | None, port: int | None, workers: int) -> None:
         port=settings.port,
         workers=workers,
         access_log=False,
+        proxy_headers=False,  # X-Forwarded-For is judged by hub (HUB_TRUSTED_PROXIES), not uvicorn
         log_level="warning",
         loop="auto",
         http="auto",

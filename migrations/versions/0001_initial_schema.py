@@ -144,8 +144,15 @@ def upgrade() -> None:
         sa.Column("id", sa.String(length=32), nullable=False),
         sa.Column("tenant_id", sa.Integer(), nullable=False),
         sa.Column("source", sa.String(length=64), nullable=False),
-        sa.Column("external_id", sa.String(length=255), nullable=False),
+        sa.Column(
+            "external_id",
+            sa.String(length=255)
+            .with_variant(mysql.VARCHAR(length=255, collation="utf8mb4_bin"), "mariadb")
+            .with_variant(mysql.VARCHAR(length=255, collation="utf8mb4_bin"), "mysql"),
+            nullable=False,
+        ),
         sa.Column("event_type", sa.String(length=255), nullable=False),
+        sa.Column("queue", sa.String(length=32), nullable=False),
         sa.Column(
             "status",
             sa.Enum(

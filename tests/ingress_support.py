@@ -1,0 +1,191 @@
+"""Shared by the ingress tests: a sources.yaml, keys, a live uvicorn server on a free port."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+import uvicorn
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+from starlette.applications import Starlette
+
+from hub.apikeys import create_key
+from hub.models import IntegrationEvent, KeyKind
+from hub.settings import Settings
+
+SOURCES_YAML = """\
+sources:
+  site:
+    queue: default
+    event_type: {jsonpath: $.type}
+    event_id: {header: Idempotency-Key}
+  plain:
+    event_type: {const: thing.happened}
+  nested:
+    event_type: {jsonpath: "$.data.kind"}
+    event_id: {jsonpath: "$.data.id"}
+  financeiro:
+    queue: high
+    signature:
+      scheme: standard-webhooks
+      secrets: ["env:{TENANT}_FIN_SECRET", "env:{TENANT}_FIN_SECRET_PREVIOUS"]
+    event_type: {jsonpath: $.type}
+    event_id: {header: webhook-id}
+  github:
+    signature:
+      scheme: hmac-sha256
+      header: X-Hub-Signature-256
+      prefix: "sha256="
+      secrets: ["env:HUBTEST_GH_SECRET"]
+    event_type: {header: X-GitHub-Event}
+    event_id: {header: X-GitHub-Delivery}
+  stripe:
+    signature: {scheme: stripe, secrets: ["env:HUBTEST_STRIPE_SECRET"]}
+    event_type: {jsonpath: $.type}
+    event_id: {jsonpath: $.id}
+  zapi:
+    critical: true
+    signature: {scheme: token, header: Client-Token, secrets: ["env:{TENANT}_ZAPI_TOKEN"]}
+    event_type: {const: whatsapp.message.received}
+    event_id: {jsonpath: $.messageId}
+  office:
+    allowed_ips: [10.1.0.0/16]
+    event_type: {const: office.ping}
+  tiny:
+    max_body: 1KiB
+    rate_limit: 2/min
+    event_type: {const: tiny.ping}
+"""
+
+
+def write_mappings(directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "sources.yaml").write_text(SOURCES_YAML)
+    return directory
+
+
+def make_key(
+    engine: Engine,
+    tenant: str | None = "clinic-1",
+    *,
+    kind: KeyKind = KeyKind.INGEST,
+    sources: list[str] | None = None,
+    expires_at: datetime | None = None,
+    name: str = "test",
+) -> str:
+    with Session(engine) as session, session.begin():
+        return create_key(
+            session,
+            name=name,
+            tenant_slug=tenant,
+            kind=kind,
+            sources=sources,
+            expires_at=expires_at,
+        ).secret
+
+
+def event_count(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.scalar(select(func.count()).select_from(IntegrationEvent)) or 0)
+
+
+def events(engine: Engine) -> list[IntegrationEvent]:
+    with Session(engine) as session:
+        return list(session.scalars(select(IntegrationEvent).order_by(IntegrationEvent.created_at)))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def live_server(app: Starlette) -> Iterator[str]:
+    """Serve `app` with uvicorn on 127.0.0.1 in a thread; yields its base URL."""
+    port = free_port()
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        proxy_headers=False,  # as `hub serve`: hub judges X-Forwarded-For itself
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def ingress_settings(settings: Settings, tmp_path: Path, **update: object) -> Settings:
+    return settings.model_copy(
+        update={"mappings_dir": write_mappings(tmp_path / "mappings"), **update}
+    )
+
+
+class TcpProxy:
+    """A loopback TCP forwarder we can cut: stands in for a database that goes away."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.port = int(self.listener.getsockname()[1])
+        self.sockets: list[socket.socket] = []
+        self.open = True
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while self.open:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if not self.open:
+                client.close()
+                return
+            upstream = socket.create_connection(self.target)
+            self.sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        """Refuse new connections and break the open ones."""
+        self.open = False
+        self.listener.close()
+        for s in self.sockets:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
