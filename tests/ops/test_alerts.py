@@ -1,4 +1,4 @@
-"""Alerts posted to a webhook endpoint by the sweeper: once while they last, again if they return."""
+"""Alerts posted to a webhook endpoint by the sweeper: once while they last, again on return."""
 
 from __future__ import annotations
 
