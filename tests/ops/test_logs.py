@@ -219,7 +219,10 @@ def test_personal_data_never_reaches_the_logs_of_any_process(
     lines = [orjson.loads(line) for line in text.splitlines() if line.startswith("{")]
     messages = {line["msg"] for line in lines}
     assert {"event.failed", "delivery.delivered", "delivery.dead", "replay.failed"} <= messages
-    assert any(line.get("event_id") and line.get("correlation_id") for line in lines)
+    [processed] = [line for line in lines if line["msg"] == "event.processed"]
+    assert processed["source"] == "site" and processed["tenant_id"] and processed["correlation_id"]
+    dead = next(line for line in lines if line["msg"] == "delivery.dead")
+    assert dead["endpoint"] == "crm" and dead["correlation_id"] == processed["correlation_id"]
     assert any(line.get("dead_letter_id") == letter_id for line in lines)
 
 
