@@ -16,6 +16,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from hub.errors import RedisUnavailable
+from hub.processes import die_with_parent
 
 START_TIMEOUT = 10.0
 
@@ -55,7 +56,11 @@ class EmbeddedRedis:
             "--logfile", str((self.data_dir / "redis.log").resolve()),
         ]  # fmt: skip
         self.process = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, start_new_session=True, env=dict(os.environ)
+            args,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=dict(os.environ),
+            preexec_fn=die_with_parent,
         )
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:

@@ -10,6 +10,7 @@
     │   ├── DatabaseUnavailable      the database cannot be reached
     │   └── RedisUnavailable         Redis cannot be reached
     ├── NotFound                     404: an id or a name that does not exist
+    │   ├── DeadLetterNotFound       no dead letter has this id
     │   └── UnknownSource            no such source in mappings/sources.yaml
     ├── TransformError               a payload does not fit a rule (fails that event alone)
     └── RequestError                 4xx answers of the HTTP API (§5 of ARCHITECTURE.md)
@@ -26,6 +27,7 @@
         ├── BadRequest               400
         │   ├── InvalidJson          the body is not valid JSON (message names the position)
         │   └── MissingEventField    the declared event id or type is absent from the request
+        ├── DeadLetterClosed         409: the dead letter was already replayed or discarded
         └── RateLimited              429 (carries retry_after)
 
 Foreign exceptions are translated where they enter (`raise DatabaseUnavailable(...) from exc`).
@@ -107,6 +109,12 @@ class NotFound(HubError):
 
     status_code = 404
     code = "not_found"
+
+
+class DeadLetterNotFound(NotFound):
+    """No dead letter has this id."""
+
+    code = "dead_letter_not_found"
 
 
 class UnknownSource(NotFound):
@@ -210,6 +218,13 @@ class MissingEventField(BadRequest):
     """The event id or type the source declares is absent from the request."""
 
     code = "missing_event_field"
+
+
+class DeadLetterClosed(RequestError):
+    """The dead letter was already replayed or discarded."""
+
+    status_code = 409
+    code = "dead_letter_closed"
 
 
 class RateLimited(RequestError):

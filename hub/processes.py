@@ -19,6 +19,18 @@ GRACE_SECONDS = 10.0
 HUB = [sys.executable, "-m", "hub"]
 
 
+def die_with_parent() -> None:
+    """In a child before exec (Linux): get SIGTERM when the parent dies, even by SIGKILL, so a
+    killed `hub up` leaves no orphans. Elsewhere a no-op."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 @dataclass
 class Child:
     name: str
@@ -39,6 +51,7 @@ class Child:
             stdout=out,
             stderr=out,
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         return self
 

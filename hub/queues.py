@@ -12,7 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from redis import Redis
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+from redis.retry import Retry
 from rq import Queue
 
 from hub.errors import RedisUnavailable, SettingError
@@ -59,7 +61,13 @@ def connect_redis(settings: Settings, *, timeout: float = REDIS_TIMEOUT) -> Redi
     """A Redis client for `settings` (not yet connected: redis-py connects lazily)."""
     url = redis_url(settings)
     try:
-        return Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        # one quick retry: redis-py's default (10 with backoff) makes a dead Redis cost seconds
+        return Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 1),
+        )
     except ValueError as exc:
         raise SettingError("HUB_REDIS_URL", f"not a Redis URL ({exc})") from exc
 

@@ -19,6 +19,7 @@ from redis import Redis
 from sqlalchemy import Engine
 
 from hub.db import create_db_engine
+from hub.delivery import sweeps as delivery_sweeps
 from hub.errors import HubError
 from hub.events import relay_events
 from hub.queues import connect_redis
@@ -38,6 +39,9 @@ SweepTask = Callable[[SweepContext], int]
 
 TASKS: list[SweepTask] = [
     relay_events,  # outbox relay: events left `received` (Redis was down at ingest)
+    delivery_sweeps.expire_leases,
+    delivery_sweeps.enqueue_due_retries,
+    delivery_sweeps.relay_pending,
 ]
 
 

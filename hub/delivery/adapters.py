@@ -1,0 +1,417 @@
+"""Adapters: the one place a delivery leaves hub, behind `Adapter.send(request, endpoint, ...)`.
+
+- webhook: HTTP on one pooled `httpx.Client` per endpoint per process (keep-alive), signed per
+  Standard Webhooks (`webhook-id` = the delivery id, the same on every retry);
+- zapi: Z-API's `POST {base}/instances/{instance}/token/{token}/send-text` with `Client-Token`;
+- email: SMTP (smtplib), STARTTLS and login when configured.
+
+Each returns an `Outcome`: delivered, retry (worth another attempt) or dead (permanent), with the
+status code, a short excerpt of the answer and an error class. Only this module catches
+`httpx.*` and `smtplib.*` exceptions; nothing here raises for a failed send.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import hashlib
+import hmac
+import smtplib
+import ssl
+import threading
+import time
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from typing import Any, Protocol
+
+import httpx
+import orjson
+
+from hub import envrefs
+from hub.delivery.retry import RETRY_AFTER_STATUS, is_retryable_status, parse_retry_after
+from hub.endpoints import EndpointConfig
+from hub.errors import ConfigError
+from hub.models import EndpointKind
+
+EXCERPT_CHARS = 200
+MAX_RESPONSE_BYTES = 64 * 1024  # read at most this much of an answer
+USER_AGENT = "hub-webhooks/0.1"
+SECRET_PREFIX = "whsec_"
+
+
+class Verdict(enum.StrEnum):
+    DELIVERED = "delivered"
+    RETRY = "retry"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    verdict: Verdict
+    status_code: int | None = None
+    error_class: str | None = None  # timeout, connection_error, http_503, zapi_not_connected, …
+    error: str | None = None  # one line for last_error / the dead letter's reason
+    excerpt: str | None = None
+    retry_after: float | None = None
+
+    @property
+    def is_endpoint_failure(self) -> bool:
+        """Whether this says the endpoint is unwell (counts towards opening its circuit)."""
+        return self.verdict == Verdict.RETRY
+
+
+@dataclass(frozen=True)
+class OutgoingRequest:
+    """What the route built (stored encrypted in `webhook_deliveries.request`)."""
+
+    body: Any
+    method: str | None = None
+    path: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> OutgoingRequest:
+        data = orjson.loads(raw)
+        return cls(
+            body=data.get("body"),
+            method=data.get("method"),
+            path=data.get("path"),
+            headers=dict(data.get("headers") or {}),
+        )
+
+
+@dataclass(frozen=True)
+class Target:
+    """An endpoint as this delivery's tenant sees it: `env:` references resolve per tenant."""
+
+    name: str
+    config: EndpointConfig
+    tenant_slug: str | None = None
+
+    def value(self, field_name: str, raw: str | None) -> str | None:
+        if raw is None:
+            return None
+        return envrefs.resolve(raw, self.tenant_slug, where=f"endpoint {self.name}.{field_name}")
+
+
+@dataclass(frozen=True)
+class DeliveryRef:
+    id: str
+    attempt: int  # 1-based number of this attempt
+    correlation_id: str | None = None
+
+
+class Adapter(Protocol):
+    def send(self, request: OutgoingRequest, endpoint: Target, delivery: DeliveryRef) -> Outcome:
+        """Try once; never raises for a failed send."""
+        ...
+
+
+# -- helpers --------------------------------------------------------------------------------------
+
+
+def _excerpt(text: str | None) -> str | None:
+    if not text:
+        return None
+    flat = " ".join(text.split())
+    return flat[:EXCERPT_CHARS]
+
+
+def _http_outcome(status: int, excerpt: str | None, retry_after: str | None) -> Outcome:
+    if 200 <= status < 300:
+        return Outcome(Verdict.DELIVERED, status, excerpt=excerpt)
+    after = parse_retry_after(retry_after) if status in RETRY_AFTER_STATUS else None
+    verdict = Verdict.RETRY if is_retryable_status(status) else Verdict.DEAD
+    return Outcome(
+        verdict,
+        status,
+        error_class=f"http_{status}",
+        error=f"HTTP {status}",
+        excerpt=excerpt,
+        retry_after=after,
+    )
+
+
+def _transport_failure(exc: httpx.HTTPError) -> Outcome:
+    if isinstance(exc, httpx.TimeoutException):
+        return Outcome(
+            Verdict.RETRY, error_class="timeout", error=f"timeout ({type(exc).__name__})"
+        )
+    if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
+        # not str(exc): it may quote the URL, and a Z-API URL carries its token
+        return Outcome(Verdict.DEAD, error_class="invalid_url", error=type(exc).__name__)
+    return Outcome(
+        Verdict.RETRY,
+        error_class="connection_error",
+        error=f"{type(exc).__name__}: {str(exc)[:160]}",
+    )
+
+
+def _config_failure(exc: ConfigError) -> Outcome:
+    return Outcome(Verdict.DEAD, error_class="config", error=exc.message[:200])
+
+
+def secret_key(secret: str) -> bytes:
+    """A signing secret as bytes: `whsec_<base64>` decoded, anything else taken as raw text."""
+    if secret.startswith(SECRET_PREFIX):
+        try:
+            return base64.b64decode(secret[len(SECRET_PREFIX) :], validate=True)
+        except ValueError as exc:
+            raise ConfigError("signing secret: whsec_ value is not valid base64") from exc
+    return secret.encode()
+
+
+def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
+    """The Standard Webhooks `webhook-signature` value: `v1,<base64 HMAC-SHA256>`."""
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    digest = hmac.new(key, signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+class ClientPool:
+    """One `httpx.Client` per endpoint in this process (connections kept alive across jobs)."""
+
+    def __init__(self, max_connections: int = 100) -> None:
+        self._clients: dict[tuple[str, float], httpx.Client] = {}
+        self._lock = threading.Lock()
+        self._limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
+
+    def get(self, endpoint: str, timeout: float) -> httpx.Client:
+        key = (endpoint, timeout)
+        client = self._clients.get(key)
+        if client is None:
+            with self._lock:
+                client = self._clients.get(key)
+                if client is None:
+                    client = httpx.Client(
+                        timeout=httpx.Timeout(timeout, pool=timeout),
+                        limits=self._limits,
+                        follow_redirects=False,
+                        headers={"User-Agent": USER_AGENT},
+                    )
+                    self._clients[key] = client
+        return client
+
+    def close(self) -> None:
+        with self._lock:
+            for client in self._clients.values():
+                client.close()
+            self._clients.clear()
+
+
+def _send_http(
+    client: httpx.Client, method: str, url: str, headers: dict[str, str], body: bytes
+) -> tuple[int, str | None, str | None]:
+    """(status, excerpt, Retry-After) reading at most MAX_RESPONSE_BYTES of the answer."""
+    with client.stream(method, url, headers=headers, content=body) as response:
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.iter_bytes():
+            chunks.append(chunk)
+            size += len(chunk)
+            if size >= MAX_RESPONSE_BYTES:
+                break
+        text = b"".join(chunks)[:MAX_RESPONSE_BYTES].decode("utf-8", "replace")
+        return response.status_code, text, response.headers.get("retry-after")
+
+
+# -- webhook --------------------------------------------------------------------------------------
+
+
+class WebhookAdapter:
+    def __init__(self, clients: ClientPool) -> None:
+        self.clients = clients
+
+    def send(self, request: OutgoingRequest, endpoint: Target, delivery: DeliveryRef) -> Outcome:
+        config = endpoint.config
+        try:
+            url = join_url(endpoint.value("url", config.url) or "", request.path)
+            headers = {
+                name: endpoint.value(f"headers.{name}", v) or ""
+                for name, v in config.headers.items()
+            }
+            secret = endpoint.value("signing_secret", config.signing_secret)
+            key = secret_key(secret) if secret else None
+        except ConfigError as exc:
+            return _config_failure(exc)
+        headers.update(request.headers)
+        body = orjson.dumps(request.body)
+        timestamp = int(time.time())
+        headers["content-type"] = "application/json"
+        headers["webhook-id"] = delivery.id
+        headers["webhook-timestamp"] = str(timestamp)
+        if key is not None:
+            headers["webhook-signature"] = sign(key, delivery.id, timestamp, body)
+        if delivery.correlation_id:
+            headers["X-Correlation-Id"] = delivery.correlation_id
+        method = (request.method or config.method).upper()
+        try:
+            status, text, retry_after = _send_http(
+                self.clients.get(endpoint.name, config.timeout), method, url, headers, body
+            )
+        except httpx.HTTPError as exc:
+            return _transport_failure(exc)
+        return _http_outcome(status, _excerpt(text), retry_after)
+
+
+def join_url(base: str, path: str | None) -> str:
+    if not path:
+        return base
+    return base.rstrip("/") + "/" + path.lstrip("/")
+
+
+# -- zapi -----------------------------------------------------------------------------------------
+
+# Z-API answers errors as {"error": "..."}: these say "try later", the rest are permanent.
+ZAPI_TRANSIENT = ("not connected", "restore the session", "timeout on send", "error on send")
+
+
+class ZapiAdapter:
+    def __init__(self, clients: ClientPool) -> None:
+        self.clients = clients
+
+    def send(self, request: OutgoingRequest, endpoint: Target, delivery: DeliveryRef) -> Outcome:
+        config = endpoint.config
+        body = request.body if isinstance(request.body, dict) else {}
+        if not body.get("phone") or not body.get("message"):
+            return Outcome(
+                Verdict.DEAD, error_class="bad_request", error="body needs phone and message"
+            )
+        try:
+            base = endpoint.value("url", config.url) or ""
+            instance = endpoint.value("instance", config.instance)
+            token = endpoint.value("token", config.token)
+            client_token = endpoint.value("client_token", config.client_token)
+        except ConfigError as exc:
+            return _config_failure(exc)
+        url = f"{base.rstrip('/')}/instances/{instance}/token/{token}/send-text"
+        headers = {"content-type": "application/json"}
+        if client_token:
+            headers["Client-Token"] = client_token
+        if delivery.correlation_id:
+            headers["X-Correlation-Id"] = delivery.correlation_id
+        payload = orjson.dumps({"phone": str(body["phone"]), "message": str(body["message"])})
+        try:
+            status, text, retry_after = _send_http(
+                self.clients.get(endpoint.name, config.timeout), "POST", url, headers, payload
+            )
+        except httpx.HTTPError as exc:
+            return _transport_failure(exc)
+        return classify_zapi(status, text, retry_after)
+
+
+def classify_zapi(status: int, text: str | None, retry_after: str | None = None) -> Outcome:
+    """Z-API's answer: 2xx with a message id is sent; `{"error": ...}` is classified by text."""
+    error = None
+    try:
+        data = orjson.loads(text or b"{}")
+        if isinstance(data, dict):
+            error = data.get("error") or (data.get("message") if status >= 400 else None)
+    except orjson.JSONDecodeError:
+        data = None
+    excerpt = _excerpt(text)
+    if 200 <= status < 300 and not error:
+        return Outcome(Verdict.DELIVERED, status, excerpt=excerpt)
+    reason = str(error or f"HTTP {status}")[:200]
+    lowered = reason.lower()
+    if any(mark in lowered for mark in ZAPI_TRANSIENT):
+        return Outcome(Verdict.RETRY, status, "zapi_not_connected", reason, excerpt)
+    if status in (401, 403) or "token" in lowered:
+        return Outcome(Verdict.DEAD, status, "zapi_auth", reason, excerpt)
+    if status == 404 or "instance not found" in lowered:
+        return Outcome(Verdict.DEAD, status, "zapi_not_found", reason, excerpt)
+    if status >= 300 and is_retryable_status(status):
+        after = parse_retry_after(retry_after) if status in RETRY_AFTER_STATUS else None
+        return Outcome(Verdict.RETRY, status, f"http_{status}", reason, excerpt, after)
+    return Outcome(Verdict.DEAD, status, "zapi_rejected", reason, excerpt)
+
+
+# -- email ----------------------------------------------------------------------------------------
+
+
+class EmailAdapter:
+    def send(self, request: OutgoingRequest, endpoint: Target, delivery: DeliveryRef) -> Outcome:
+        config = endpoint.config
+        body = request.body if isinstance(request.body, dict) else {}
+        to = body.get("to")
+        recipients = [to] if isinstance(to, str) else list(to or [])
+        if not recipients or not body.get("subject") or not (body.get("text") or body.get("html")):
+            return Outcome(
+                Verdict.DEAD, error_class="bad_request", error="body needs to, subject, text"
+            )
+        try:
+            host = endpoint.value("host", config.host) or ""
+            username = endpoint.value("username", config.username)
+            password = endpoint.value("password", config.password)
+            from_addr = endpoint.value("from_addr", config.from_addr) or ""
+        except ConfigError as exc:
+            return _config_failure(exc)
+        message = EmailMessage()
+        message["From"] = from_addr
+        message["To"] = ", ".join(str(r) for r in recipients)
+        message["Subject"] = str(body["subject"])
+        message["Message-ID"] = f"<{delivery.id}@hub>"  # the same on every retry
+        if delivery.correlation_id:
+            message["X-Correlation-Id"] = delivery.correlation_id
+        message.set_content(str(body.get("text") or ""))
+        if body.get("html"):
+            message.add_alternative(str(body["html"]), subtype="html")
+        port = config.port or (587 if config.starttls else 25)
+        try:
+            with smtplib.SMTP(host, port, timeout=config.timeout) as smtp:
+                if config.starttls:
+                    smtp.starttls(context=ssl.create_default_context())
+                if username:
+                    smtp.login(username, password or "")
+                refused = smtp.send_message(message)
+        except smtplib.SMTPRecipientsRefused as exc:
+            codes = [code for code, _ in exc.recipients.values()]
+            transient = any(400 <= code < 500 for code in codes)
+            verdict = Verdict.RETRY if transient else Verdict.DEAD
+            return Outcome(verdict, min(codes), "smtp_recipients_refused", "recipients refused")
+        except smtplib.SMTPResponseException as exc:
+            verdict = Verdict.RETRY if 400 <= exc.smtp_code < 500 else Verdict.DEAD
+            text = (
+                exc.smtp_error.decode("utf-8", "replace")
+                if isinstance(exc.smtp_error, bytes)
+                else str(exc.smtp_error)
+            )
+            return Outcome(
+                verdict, exc.smtp_code, f"smtp_{exc.smtp_code}", _excerpt(text), _excerpt(text)
+            )
+        except smtplib.SMTPNotSupportedError as exc:
+            return Outcome(Verdict.DEAD, error_class="smtp_not_supported", error=str(exc)[:200])
+        except ssl.SSLError as exc:
+            return Outcome(Verdict.RETRY, error_class="tls_error", error=str(exc)[:200])
+        except (smtplib.SMTPException, OSError) as exc:
+            error_class = "timeout" if isinstance(exc, TimeoutError) else "connection_error"
+            return Outcome(
+                Verdict.RETRY,
+                error_class=error_class,
+                error=f"{type(exc).__name__}: {str(exc)[:160]}",
+            )
+        if refused:
+            return Outcome(
+                Verdict.DEAD, error_class="smtp_recipients_refused", error="some recipients refused"
+            )
+        return Outcome(Verdict.DELIVERED, 250)
+
+
+class Adapters:
+    """The adapters of one process, sharing its pooled HTTP clients."""
+
+    def __init__(self, max_connections: int = 100) -> None:
+        self.clients = ClientPool(max_connections)
+        self._by_kind: dict[EndpointKind, Adapter] = {
+            EndpointKind.WEBHOOK: WebhookAdapter(self.clients),
+            EndpointKind.ZAPI: ZapiAdapter(self.clients),
+            EndpointKind.EMAIL: EmailAdapter(),
+        }
+
+    def for_kind(self, kind: EndpointKind) -> Adapter:
+        return self._by_kind[kind]
+
+    def close(self) -> None:
+        self.clients.close()

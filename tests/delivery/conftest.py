@@ -1,0 +1,248 @@
+"""Real target systems on loopback, and rows to deliver.
+
+`TargetServer` is a small Starlette app under uvicorn in a thread: it records every request and
+answers from a script of responses (status, headers, body, delay), then 200. Endpoint configs are
+built with `hub.endpoints.EndpointConfig` and inserted into `webhook_endpoints` directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pytest
+import uvicorn
+from redis import Redis
+from sqlalchemy import Engine, insert
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from hub import ids
+from hub.endpoints import EndpointConfig
+from hub.models import (
+    EventStatus,
+    IntegrationEvent,
+    Tenant,
+    WebhookDelivery,
+    WebhookEndpoint,
+    utcnow,
+)
+from hub.settings import Settings
+from workers import context
+from workers.context import WorkerContext
+from workers.sweeper import SweepContext
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: bytes = b'{"ok": true}'
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+
+class TargetServer:
+    """An HTTP target on 127.0.0.1 with a scripted list of replies."""
+
+    def __init__(self) -> None:
+        self.seen: list[Seen] = []
+        self.script: list[Reply] = []
+        self.default = Reply()
+        self.arrived = threading.Event()
+        self._lock = threading.Lock()
+        app = Starlette(
+            routes=[
+                Route(
+                    "/{path:path}", self._handle, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]
+                )
+            ]
+        )
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self.port = self._sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, log_level="error", lifespan="off", ws="none", access_log=False)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
+        )
+
+    async def _handle(self, request: Request) -> Response:
+        body = await request.body()
+        with self._lock:
+            self.seen.append(Seen(request.method, request.url.path, dict(request.headers), body))
+            reply = self.script.pop(0) if self.script else self.default
+        self.arrived.set()
+        if reply.delay:
+            await asyncio.sleep(reply.delay)
+        return Response(
+            reply.body, reply.status, headers=reply.headers, media_type="application/json"
+        )
+
+    def replies(self, *replies: Reply) -> None:
+        with self._lock:
+            self.script = list(replies)
+
+    def start(self) -> TargetServer:
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("target server did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(5)
+        self._sock.close()
+
+
+@pytest.fixture
+def target() -> Iterator[TargetServer]:
+    server = TargetServer().start()
+    yield server
+    server.stop()
+
+
+class ZapiStandIn(TargetServer):
+    """Z-API's send-text: checks the path and the Client-Token header like the real service."""
+
+    instance, token, client_token = "INST1", "TOK1", "client-secret"
+
+    async def _handle(self, request: Request) -> Response:
+        body = await request.body()
+        self.seen.append(Seen(request.method, request.url.path, dict(request.headers), body))
+        if request.url.path != f"/instances/{self.instance}/token/{self.token}/send-text":
+            return JSONResponse({"error": "NOT_FOUND", "message": "Instance not found"}, 404)
+        if request.headers.get("client-token") != self.client_token:
+            return JSONResponse({"error": "your client-token is not configured"}, 400)
+        if self.script:
+            reply = self.script.pop(0)
+            return Response(reply.body, reply.status, media_type="application/json")
+        data = orjson.loads(body)
+        if set(data) != {"phone", "message"}:
+            return JSONResponse({"error": "bad body"}, 400)
+        return JSONResponse({"zaapId": "Z1", "messageId": "M1", "id": "M1"})
+
+
+@pytest.fixture
+def zapi() -> Iterator[ZapiStandIn]:
+    server = ZapiStandIn().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def ctx(settings: Settings) -> Iterator[WorkerContext]:
+    worker_ctx = WorkerContext.from_settings(settings)
+    context.install(worker_ctx)
+    yield worker_ctx
+    context.install(None)
+    worker_ctx.close()
+
+
+@pytest.fixture
+def sweep(ctx: WorkerContext) -> SweepContext:
+    return SweepContext(ctx.settings, ctx.engine, ctx.redis)
+
+
+class World:
+    """Rows for tests: a tenant, its events, endpoints and deliveries."""
+
+    def __init__(self, ctx: WorkerContext) -> None:
+        self.ctx = ctx
+        self.engine: Engine = ctx.engine
+        with self.engine.begin() as conn:
+            self.tenant_id = conn.execute(
+                insert(Tenant).values(slug="clinic-1", name="Clinic 1", created_at=utcnow())
+            ).inserted_primary_key[0]
+        self._versions: dict[str, int] = {}
+
+    def endpoint(self, name: str, **fields: Any) -> EndpointConfig:
+        config = EndpointConfig.model_validate(fields)
+        version = self._versions.get(name, 0) + 1
+        self._versions[name] = version
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(WebhookEndpoint).values(
+                    name=name,
+                    kind=config.kind,
+                    version=version,
+                    checksum=f"test-{version}",
+                    definition=config.model_dump(mode="json"),
+                    active=True,
+                    created_at=utcnow(),
+                )
+            )
+        self.ctx.redis.incr("hub:config:version")
+        return config
+
+    def delivery(
+        self,
+        endpoint: str,
+        body: Any,
+        *,
+        path: str | None = None,
+        headers: dict[str, str] | None = None,
+        queue: str = "default",
+        correlation_id: str | None = "corr-1",
+    ) -> str:
+        event_id = ids.new_id(ids.EVENT)
+        delivery_id = ids.new_id(ids.DELIVERY)
+        request = {"method": "POST", "path": path, "headers": headers or {}, "body": body}
+        now = utcnow()
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(IntegrationEvent).values(
+                    id=event_id,
+                    tenant_id=self.tenant_id,
+                    source="site",
+                    external_id=event_id,
+                    event_type="lead.created",
+                    status=EventStatus.PROCESSED,
+                    correlation_id=correlation_id,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            conn.execute(
+                insert(WebhookDelivery).values(
+                    id=delivery_id,
+                    event_id=event_id,
+                    tenant_id=self.tenant_id,
+                    mapping="lead-created",
+                    route="0",
+                    endpoint=endpoint,
+                    queue=queue,
+                    request=self.ctx.cipher.encrypt(orjson.dumps(request)),
+                    correlation_id=correlation_id,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+        return delivery_id
+
+
+@pytest.fixture
+def world(ctx: WorkerContext, redis: Redis) -> World:
+    return World(ctx)

@@ -1,0 +1,384 @@
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import ipaddress
+import socket
+import ssl
+import time
+from collections.abc import Iterator
+from email import message_from_bytes
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from standardwebhooks import Webhook
+
+from hub.delivery.adapters import (
+    Adapters,
+    DeliveryRef,
+    OutgoingRequest,
+    Target,
+    Verdict,
+    classify_zapi,
+)
+from hub.endpoints import EndpointConfig
+from tests.delivery.conftest import Reply, TargetServer, ZapiStandIn
+
+SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
+ENV = {
+    "CLINIC_1_CRM_URL": "",
+    "CLINIC_1_CRM_SECRET": SECRET,
+    "CLINIC_1_CRM_TOKEN": "Bearer t0k",
+    "CRM_RAW_SECRET": "plain-secret-text",
+    "ZAPI_INSTANCE": "INST1",
+    "ZAPI_TOKEN": "TOK1",
+    "ZAPI_CLIENT_TOKEN": "client-secret",
+    "SMTP_PASSWORD": "s3cret",
+}
+
+
+@pytest.fixture
+def adapters() -> Iterator[Adapters]:
+    pool = Adapters()
+    yield pool
+    pool.close()
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    return ENV
+
+
+def webhook(url: str, **extra: Any) -> EndpointConfig:
+    return EndpointConfig.model_validate({"kind": "webhook", "url": url, **extra})
+
+
+def send(adapters: Adapters, config: EndpointConfig, body: Any = None, **request: Any) -> Any:
+    target = Target("crm", config, "clinic-1")
+    req = OutgoingRequest(body={"name": "Ana"} if body is None else body, **request)
+    ref = DeliveryRef("dlv_01TEST", 1, "corr-42")
+    return adapters.for_kind(config.kind).send(req, target, ref)
+
+
+# -- webhook --------------------------------------------------------------------------------------
+
+
+def test_a_webhook_is_signed_so_the_receiver_verifies_it_with_standardwebhooks(
+    target: TargetServer, adapters: Adapters, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CLINIC_1_CRM_URL", target.url + "/hooks/")
+    config = webhook(
+        "env:{TENANT}_CRM_URL",
+        signing_secret="env:{TENANT}_CRM_SECRET",
+        headers={"Authorization": "env:{TENANT}_CRM_TOKEN", "X-Static": "yes"},
+    )
+    outcome = send(
+        adapters, config, {"name": "Ana", "n": 1}, path="/leads", headers={"X-Route": "r"}
+    )
+    assert outcome.verdict == Verdict.DELIVERED and outcome.status_code == 200
+    assert outcome.excerpt == '{"ok": true}'
+    seen = target.seen[0]
+    assert (seen.method, seen.path) == ("POST", "/hooks/leads")
+    assert seen.headers["authorization"] == "Bearer t0k"
+    assert seen.headers["x-static"] == "yes" and seen.headers["x-route"] == "r"
+    assert seen.headers["x-correlation-id"] == "corr-42"
+    assert seen.headers["webhook-id"] == "dlv_01TEST"
+    verified = Webhook(SECRET).verify(seen.body, seen.headers)
+    assert verified == {"name": "Ana", "n": 1}
+
+
+def test_a_raw_signing_secret_is_used_as_its_bytes(
+    target: TargetServer, adapters: Adapters, env: dict[str, str]
+) -> None:
+    config = webhook(target.url, signing_secret="env:CRM_RAW_SECRET")
+    assert send(adapters, config).verdict == Verdict.DELIVERED
+    seen = target.seen[0]
+    assert Webhook(b"plain-secret-text").verify(seen.body, seen.headers) == {"name": "Ana"}
+    with pytest.raises(Exception, match="signature"):
+        Webhook(b"another-secret").verify(seen.body, seen.headers)
+
+
+def test_the_webhook_id_stays_the_same_on_every_retry(
+    target: TargetServer, adapters: Adapters
+) -> None:
+    config = webhook(target.url)
+    target.replies(Reply(500))
+    assert send(adapters, config).verdict == Verdict.RETRY
+    assert send(adapters, config).verdict == Verdict.DELIVERED
+    assert [s.headers["webhook-id"] for s in target.seen] == ["dlv_01TEST", "dlv_01TEST"]
+    assert "webhook-signature" not in target.seen[0].headers  # no secret configured
+
+
+def test_connections_are_kept_alive_across_sends(target: TargetServer, adapters: Adapters) -> None:
+    config = webhook(target.url)
+    for _ in range(5):
+        assert send(adapters, config).verdict == Verdict.DELIVERED
+    client = adapters.clients.get("crm", config.timeout)
+    pool = client._transport._pool  # type: ignore[attr-defined]
+    assert len(pool.connections) == 1
+
+
+@pytest.mark.parametrize(
+    ("reply", "verdict", "error_class", "retry_after"),
+    [
+        (Reply(500), Verdict.RETRY, "http_500", None),
+        (Reply(503, headers={"Retry-After": "7"}), Verdict.RETRY, "http_503", 7.0),
+        (Reply(429, headers={"Retry-After": "3"}), Verdict.RETRY, "http_429", 3.0),
+        (Reply(408), Verdict.RETRY, "http_408", None),
+        (Reply(410, body=b'{"error": "gone"}'), Verdict.DEAD, "http_410", None),
+        (Reply(400), Verdict.DEAD, "http_400", None),
+        (Reply(302, headers={"Location": "/elsewhere"}), Verdict.DEAD, "http_302", None),
+    ],
+)
+def test_answers_are_classified(
+    target: TargetServer,
+    adapters: Adapters,
+    reply: Reply,
+    verdict: Verdict,
+    error_class: str,
+    retry_after: float | None,
+) -> None:
+    target.replies(reply)
+    outcome = send(adapters, webhook(target.url))
+    assert (outcome.verdict, outcome.error_class) == (verdict, error_class)
+    assert outcome.status_code == reply.status
+    assert outcome.retry_after == retry_after
+
+
+def test_a_slow_target_times_out_and_is_retried(target: TargetServer, adapters: Adapters) -> None:
+    target.replies(Reply(delay=1))
+    started = time.monotonic()
+    outcome = send(adapters, webhook(target.url, timeout="300ms"))
+    assert outcome.verdict == Verdict.RETRY and outcome.error_class == "timeout"
+    assert time.monotonic() - started < 1.5
+
+
+def test_a_refused_connection_is_retried(adapters: Adapters) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    outcome = send(adapters, webhook(f"http://127.0.0.1:{port}"))
+    assert outcome.verdict == Verdict.RETRY and outcome.error_class == "connection_error"
+
+
+def test_a_missing_env_variable_is_a_permanent_config_error(adapters: Adapters) -> None:
+    outcome = send(adapters, webhook("env:{TENANT}_NOWHERE_URL"))
+    assert outcome.verdict == Verdict.DEAD and outcome.error_class == "config"
+    assert "CLINIC_1_NOWHERE_URL" in (outcome.error or "")
+
+
+# -- zapi -----------------------------------------------------------------------------------------
+
+
+def zapi_config(url: str, **extra: Any) -> EndpointConfig:
+    fields = {
+        "kind": "zapi",
+        "url": url,
+        "instance": "env:ZAPI_INSTANCE",
+        "token": "env:ZAPI_TOKEN",
+        "client_token": "env:ZAPI_CLIENT_TOKEN",
+    }
+    return EndpointConfig.model_validate(fields | extra)
+
+
+def test_zapi_send_text_goes_to_the_instance_path_with_the_client_token(
+    zapi: ZapiStandIn, adapters: Adapters, env: dict[str, str]
+) -> None:
+    outcome = send(adapters, zapi_config(zapi.url), {"phone": "5511912345678", "message": "Olá"})
+    assert outcome.verdict == Verdict.DELIVERED, outcome
+    seen = zapi.seen[0]
+    assert seen.path == "/instances/INST1/token/TOK1/send-text"
+    assert seen.headers["client-token"] == "client-secret"
+    assert seen.json() == {"phone": "5511912345678", "message": "Olá"}
+
+
+def test_zapi_with_a_wrong_client_token_is_dead(
+    zapi: ZapiStandIn, adapters: Adapters, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ZAPI_CLIENT_TOKEN", "stale")
+    outcome = send(adapters, zapi_config(zapi.url), {"phone": "5511912345678", "message": "Oi"})
+    assert (outcome.verdict, outcome.error_class) == (Verdict.DEAD, "zapi_auth")
+
+
+def test_zapi_with_an_unknown_instance_is_dead(
+    zapi: ZapiStandIn, adapters: Adapters, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ZAPI_INSTANCE", "OTHER")
+    outcome = send(adapters, zapi_config(zapi.url), {"phone": "5511912345678", "message": "Oi"})
+    assert (outcome.verdict, outcome.error_class) == (Verdict.DEAD, "zapi_not_found")
+
+
+def test_zapi_disconnected_instance_is_retried_and_a_body_without_phone_is_dead(
+    zapi: ZapiStandIn, adapters: Adapters, env: dict[str, str]
+) -> None:
+    zapi.replies(Reply(400, body=b'{"error": "You are not connected."}'))
+    outcome = send(adapters, zapi_config(zapi.url), {"phone": "5511912345678", "message": "Oi"})
+    assert (outcome.verdict, outcome.error_class) == (Verdict.RETRY, "zapi_not_connected")
+    outcome = send(adapters, zapi_config(zapi.url), {"message": "Oi"})
+    assert (outcome.verdict, outcome.error_class) == (Verdict.DEAD, "bad_request")
+    assert len(zapi.seen) == 1  # nothing sent for the bad body
+
+
+@pytest.mark.parametrize(
+    ("status", "text", "verdict"),
+    [
+        (200, '{"zaapId": "Z", "messageId": "M"}', Verdict.DELIVERED),
+        (200, '{"error": "Phone number does not exist"}', Verdict.DEAD),
+        (500, "oops", Verdict.RETRY),
+        (429, '{"error": "too many"}', Verdict.RETRY),
+        (400, '{"error": "Timeout on send message"}', Verdict.RETRY),
+    ],
+)
+def test_zapi_answers_are_classified(status: int, text: str, verdict: Verdict) -> None:
+    assert classify_zapi(status, text).verdict == verdict
+
+
+# -- email ----------------------------------------------------------------------------------------
+
+
+class Mailbox:
+    def __init__(self) -> None:
+        self.messages: list[Any] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append(envelope)
+        return "250 OK"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def self_signed(tmp: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def check_login(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
+    ok = isinstance(data, LoginPassword) and (data.login, data.password) == (b"hub", b"s3cret")
+    return AuthResult(success=ok, handled=False)
+
+
+def email_config(port: int, **extra: Any) -> EndpointConfig:
+    fields = {"kind": "email", "host": "127.0.0.1", "port": port, "from_addr": "hub@example.com"}
+    return EndpointConfig.model_validate(fields | extra)
+
+
+MAIL = {"to": "ana@example.com", "subject": "Bem-vinda", "text": "Olá Ana", "html": "<p>Olá</p>"}
+
+
+def test_an_email_goes_through_smtp(adapters: Adapters) -> None:
+    box = Mailbox()
+    controller = Controller(box, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        outcome = send(adapters, email_config(controller.port), MAIL)
+    finally:
+        controller.stop()
+    assert outcome.verdict == Verdict.DELIVERED, outcome
+    envelope = box.messages[0]
+    assert envelope.mail_from == "hub@example.com" and envelope.rcpt_tos == ["ana@example.com"]
+    message = message_from_bytes(envelope.content)
+    assert message["Subject"] == "Bem-vinda" and message["Message-ID"] == "<dlv_01TEST@hub>"
+    assert message["X-Correlation-Id"] == "corr-42"
+    parts = {
+        p.get_content_type(): p.get_payload(decode=True).decode()
+        for p in message.walk()
+        if not p.is_multipart()
+    }
+    assert parts["text/plain"].strip() == "Olá Ana" and "<p>Olá</p>" in parts["text/html"]
+
+
+def test_an_email_uses_starttls_and_login_when_configured(
+    adapters: Adapters, env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert, key = self_signed(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the client trusts our test CA
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    box = Mailbox()
+    controller = Controller(
+        box,
+        hostname="127.0.0.1",
+        port=free_port(),
+        tls_context=tls,
+        require_starttls=True,
+        authenticator=check_login,
+        auth_require_tls=True,
+    )
+    controller.start()
+    try:
+        config = email_config(
+            controller.port, starttls=True, username="hub", password="env:SMTP_PASSWORD"
+        )
+        outcome = send(adapters, config, MAIL)
+    finally:
+        controller.stop()
+    assert outcome.verdict == Verdict.DELIVERED, outcome
+    assert len(box.messages) == 1
+
+
+def test_a_rejected_smtp_login_is_dead(
+    adapters: Adapters, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SMTP_PASSWORD", "wrong")
+    box = Mailbox()
+    controller = Controller(
+        box,
+        hostname="127.0.0.1",
+        port=free_port(),
+        authenticator=check_login,
+        auth_require_tls=False,
+    )
+    controller.start()
+    try:
+        config = email_config(controller.port, username="hub", password="env:SMTP_PASSWORD")
+        outcome = send(adapters, config, MAIL)
+    finally:
+        controller.stop()
+    assert (outcome.verdict, outcome.status_code) == (Verdict.DEAD, 535), outcome
+    assert box.messages == []
+
+
+def test_an_unreachable_smtp_server_is_retried_and_a_bad_body_is_dead(adapters: Adapters) -> None:
+    outcome = send(adapters, email_config(free_port(), timeout="1s"), MAIL)
+    assert (outcome.verdict, outcome.error_class) == (Verdict.RETRY, "connection_error")
+    outcome = send(adapters, email_config(free_port()), {"subject": "no recipient", "text": "x"})
+    assert (outcome.verdict, outcome.error_class) == (Verdict.DEAD, "bad_request")

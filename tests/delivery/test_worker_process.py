@@ -1,0 +1,99 @@
+"""`hub worker` as a real process: SIGKILL in the middle of a send, SIGTERM with a job in hand."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from hub.models import DeliveryAttempt, DeliveryStatus, WebhookDelivery
+from hub.queues import enqueue_ids
+from hub.settings import Settings
+from tests.delivery.conftest import Reply, TargetServer, World
+from tests.delivery.test_jobs import attempts, delivery, run_until
+from workers.context import WorkerContext
+from workers.sweeper import SweepContext
+
+
+@pytest.fixture
+def start_worker(settings: Settings, tmp_path: Path) -> Iterator[object]:
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(*queues: str) -> subprocess.Popen[bytes]:
+        env = {
+            **os.environ,
+            "HUB_DATABASE_URL": settings.effective_database_url,
+            "HUB_REDIS_URL": settings.redis_url or "",
+            "HUB_DATA_DIR": str(settings.data_dir),  # the same secret.key as the test's cipher
+            "HUB_LOG_LEVEL": "WARNING",
+        }
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hub", "worker", *queues],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+        if proc.stderr:
+            proc.stderr.close()
+
+
+def test_a_worker_killed_mid_send_leaves_a_lease_that_expires_and_the_delivery_completes(
+    ctx: WorkerContext,
+    world: World,
+    target: TargetServer,
+    sweep: SweepContext,
+    start_worker: object,
+) -> None:
+    world.endpoint("crm", kind="webhook", url=target.url, timeout="1s")  # lease: 1 s + 2 s
+    target.replies(Reply(delay=3))  # the first request hangs
+    dlv = world.delivery("crm", {"name": "Ana"})
+    enqueue_ids(ctx.redis, "workers.jobs.deliver", "default", [dlv])
+    worker = start_worker("default")  # type: ignore[operator]
+
+    assert target.arrived.wait(30), "the worker never sent"
+    os.kill(worker.pid, signal.SIGKILL)
+    assert worker.wait(10) == -signal.SIGKILL
+    row = delivery(ctx, dlv)
+    assert row.status == DeliveryStatus.DELIVERING and row.lease_expires_at is not None
+
+    run_until(sweep, lambda: delivery(ctx, dlv).status == DeliveryStatus.DELIVERED, timeout=15)
+
+    # at-least-once: the target saw the same webhook-id twice
+    assert [s.headers["webhook-id"] for s in target.seen] == [dlv, dlv]
+    assert [a.error_class for a in attempts(ctx, dlv)] == ["lease_expired", None]
+    assert [a.outcome for a in attempts(ctx, dlv)] == ["retry", "delivered"]
+
+
+def test_sigterm_lets_the_job_in_hand_finish_then_the_worker_exits(
+    ctx: WorkerContext, world: World, target: TargetServer, start_worker: object
+) -> None:
+    world.endpoint("crm", kind="webhook", url=target.url, timeout="5s")
+    target.replies(Reply(delay=1))
+    dlv = world.delivery("crm", {"name": "Ana"})
+    enqueue_ids(ctx.redis, "workers.jobs.deliver", "default", [dlv])
+    worker = start_worker("default", "retry")  # type: ignore[operator]
+
+    assert target.arrived.wait(30), "the worker never sent"
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(15) == 0
+
+    with ctx.sessions() as session:
+        row = session.get(WebhookDelivery, dlv)
+        assert row is not None and row.status == DeliveryStatus.DELIVERED
+        tries = session.scalars(select(DeliveryAttempt).where(DeliveryAttempt.delivery_id == dlv))
+        assert [a.status_code for a in tries] == [200]
