@@ -274,7 +274,7 @@ def list_letters(engine: Engine, principal: Principal, params: dict[str, str]) -
         slugs = _slugs(session, {dl.tenant_id for dl in letters})
         return {
             "dead_letters": [dead_letter_dict(dl, slugs.get(dl.tenant_id)) for dl in letters],
-            "total": replay.count_matching(session, where),
+            "total": dead_letters.count(session, where),
         }
 
 

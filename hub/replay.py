@@ -32,7 +32,7 @@ from typing import Any
 
 import orjson
 from redis import Redis
-from sqlalchemy import Engine, delete, func, select, update
+from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.orm import Session
 
 from hub import dead_letters, metrics
@@ -291,7 +291,7 @@ def iter_dead_letters(
     while limit is None or seen < limit:
         size = SCAN_CHUNK if limit is None else min(SCAN_CHUNK, limit - seen)
         with Session(engine) as session:
-            query = select(DeadLetter).where(*filter_clauses(where))
+            query = select(DeadLetter).where(*dead_letters.clauses(where))
             if after is not None:
                 query = query.where(DeadLetter.id > after)
             chunk = list(session.scalars(query.order_by(DeadLetter.id).limit(size)))
@@ -305,18 +305,9 @@ def iter_dead_letters(
             return
 
 
-def filter_clauses(where: DeadLetterFilter) -> list[Any]:
-    """The registry's WHERE clauses for `where` (shared with `hub.dead_letters` listings)."""
-    return dead_letters._clauses(where)
-
-
-def count_matching(session: Session, where: DeadLetterFilter) -> int:
-    return int(session.scalar(select(func.count()).where(*filter_clauses(where))) or 0)
-
-
 def count_dead_letters(engine: Engine, where: DeadLetterFilter) -> int:
     with Session(engine) as session:
-        return count_matching(session, where)
+        return dead_letters.count(session, where)
 
 
 def request_bulk(

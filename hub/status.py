@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from hub import metrics
+from hub import dead_letters, metrics
 from hub.admin_auth import Principal, requires_key
 from hub.errors import DatabaseUnavailable, RedisUnavailable, ServiceUnavailable
 from hub.models import (
@@ -180,12 +180,6 @@ def dead_letter_stats(session: Session, now: datetime) -> dict[str, Any]:
     }
 
 
-def count_open_dead_letters(session: Session) -> int:
-    return int(
-        session.scalar(select(func.count()).where(DeadLetter.status == DeadLetterStatus.OPEN)) or 0
-    )
-
-
 # -- the snapshot ----------------------------------------------------------------------------------
 
 
@@ -328,7 +322,7 @@ def metrics_state(engine: Engine, redis: Redis) -> metrics.StateCollector:
     try:
         with Session(engine) as session:
             names = endpoint_names(session)
-            open_letters = count_open_dead_letters(session)
+            open_letters = dead_letters.count_open(session)
     except SQLAlchemyError as exc:
         raise DatabaseUnavailable(f"cannot read the metrics: {type(exc).__name__}") from exc
     stats = queue_stats(redis)

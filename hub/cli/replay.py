@@ -197,7 +197,7 @@ def list_command(
     from hub.cli.status import table
     from hub.dead_letters import DeadLetterFilter
     from hub.models import DeadLetterStage, DeadLetterStatus
-    from hub.replay import count_matching, parse_time, tenant_id_of
+    from hub.replay import parse_time, tenant_id_of
 
     with _services(redis_needed=False) as (engine, _), Session(engine) as session:
         where = DeadLetterFilter(
@@ -210,7 +210,7 @@ def list_command(
             until=parse_time(until) if until else None,
         )
         letters = dead_letters.list_dead_letters(session, where, limit=limit)
-        total = count_matching(session, where)
+        total = dead_letters.count(session, where)
         rows = [dead_letter_dict(dl) for dl in letters]
     if as_json:
         _echo_json({"dead_letters": rows, "total": total})

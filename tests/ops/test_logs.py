@@ -203,6 +203,12 @@ def test_personal_data_never_reaches_the_logs_of_any_process(
         exposed = httpx.get(base + "/metrics").text
         assert sample_value(exposed, "hub_events_processed_total", {"status": "processed"}) == 1
         assert sample_value(exposed, "hub_events_processed_total", {"status": "failed"}) == 1
+        delivered = {"endpoint": "archive", "outcome": "delivered"}
+        assert sample_value(exposed, "hub_delivery_attempts_total", delivered) == 1
+        dead = {"endpoint": "crm", "outcome": "dead"}
+        assert sample_value(exposed, "hub_delivery_attempts_total", dead) == 2
+        accepted = {"source": "site", "outcome": "accepted"}
+        assert sample_value(exposed, "hub_webhooks_received_total", accepted) == 2
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
