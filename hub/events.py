@@ -28,6 +28,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from redis import Redis
+from redis.exceptions import RedisError
 from sqlalchemy import Connection, Engine, Table, insert, select, tuple_, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
@@ -35,7 +36,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from hub import ids
 from hub.errors import DatabaseUnavailable, HubError, RedisUnavailable
 from hub.models import EventStatus, IntegrationEvent, utcnow
-from hub.queues import enqueue_ids
+from hub.queues import KEY_PREFIX, enqueue_ids
 
 if TYPE_CHECKING:
     from workers.sweeper import SweepContext
@@ -49,6 +50,8 @@ WRITERS = 2  # group commits in flight at once
 JOB_BATCH = 100  # event ids per process_events job
 RELAY_AFTER = 5.0  # seconds an event may stay `received` before the sweeper enqueues it
 RELAY_LIMIT = 2000  # events the sweeper moves per sweep
+REQUEUE_AFTER = 600.0  # seconds an event may stay `queued` before its job counts as lost
+SENTINEL_KEY = KEY_PREFIX + "sentinel"  # absent: Redis is new or lost its data
 REDIS_PAUSE = 2.0  # seconds the enqueuer leaves Redis alone after a failure
 DEADLOCK_RETRIES = 3
 _RETRYABLE_MYSQL = {1205, 1213}  # lock wait timeout, deadlock
@@ -256,9 +259,58 @@ def relay_received(
     return moved
 
 
+def requeue_lost(
+    engine: Engine, redis: Redis, older_than: float = REQUEUE_AFTER, limit: int = RELAY_LIMIT
+) -> int:
+    """Enqueue again the events whose job may be lost; returns how many.
+
+    A job is lost when Redis loses its data (a restart without persistence, a flush) or when a
+    worker dies in the middle of it. An event still `queued` or `processing` after `older_than`
+    seconds is enqueued again, and so is every such event at once when the sentinel key has
+    vanished from Redis. Processing is idempotent, so a job that was only slow costs a no-op.
+    """
+    try:
+        lost_data = bool(redis.set(SENTINEL_KEY, "1", nx=True))
+    except (RedisError, OSError) as exc:
+        raise RedisUnavailable(f"cannot check the Redis sentinel: {exc}") from exc
+    cutoff = utcnow() - timedelta(seconds=0 if lost_data else older_than)
+    moved = 0
+    while True:
+        try:
+            with engine.begin() as conn:
+                rows = conn.execute(
+                    select(events_table.c.id, events_table.c.queue)
+                    .where(events_table.c.status.in_([EventStatus.QUEUED, EventStatus.PROCESSING]))
+                    .where(events_table.c.updated_at <= cutoff)
+                    .order_by(events_table.c.updated_at)
+                    .limit(limit)
+                ).all()
+                if rows:  # the clock restarts: the next try is `older_than` from now
+                    conn.execute(
+                        update(events_table)
+                        .where(events_table.c.id.in_([r.id for r in rows]))
+                        .values(updated_at=utcnow())
+                    )
+        except SQLAlchemyError as exc:
+            raise DatabaseUnavailable(_reason("cannot read queued events", exc)) from exc
+        by_queue: dict[str, list[str]] = defaultdict(list)
+        for row in rows:
+            by_queue[row.queue].append(row.id)
+        for queue, event_ids in by_queue.items():
+            enqueue_ids(redis, PROCESS_EVENTS, queue, event_ids, batch_size=JOB_BATCH)
+        moved += len(rows)
+        if len(rows) < limit or not lost_data:
+            break
+    if moved:
+        reason = "redis lost its data" if lost_data else "queued too long"
+        log.warning("events.requeued", extra={"count": moved, "reason": reason})
+    return moved
+
+
 def relay_events(ctx: SweepContext) -> int:
-    """Sweeper task (outbox relay): events Redis missed at ingest go to their queues now."""
-    return relay_received(ctx.engine, ctx.redis)
+    """Sweeper task (outbox relay): events Redis missed at ingest go to their queues now, and
+    events whose job was lost go again."""
+    return relay_received(ctx.engine, ctx.redis) + requeue_lost(ctx.engine, ctx.redis)
 
 
 # -- group commit in the web process --------------------------------------------------------------

@@ -22,6 +22,7 @@ from hub.events import (
     events_table,
     mark_queued,
     relay_received,
+    requeue_lost,
     store_event,
     store_events,
 )
@@ -187,3 +188,37 @@ def test_the_relay_with_redis_down_leaves_events_received(engine: Engine, tenant
         relay_received(engine, down, older_than=0)
     assert stored_rows(engine)[0].status == EventStatus.RECEIVED
     assert stored_rows(engine)[0].id == event.event_id
+
+
+def test_events_whose_jobs_redis_lost_are_enqueued_again(
+    engine: Engine, redis: Redis, tenant_id: int
+) -> None:
+    first = store_event(engine, new(tenant_id, "a", queue="high"))
+    second = store_event(engine, new(tenant_id, "b"))
+    mark_queued(engine, [first.event_id, second.event_id])
+    assert requeue_lost(engine, redis) == 2  # a new Redis: nothing proves the jobs exist
+    assert requeue_lost(engine, redis) == 0  # the sentinel is set: queued events are young
+
+    redis.flushdb()  # Redis loses its data: the jobs are gone
+    assert requeue_lost(engine, redis) == 2
+    assert [job.args for job in get_queue(redis, "high").jobs] == [([first.event_id],)]
+    assert [job.args for job in get_queue(redis, "default").jobs] == [([second.event_id],)]
+
+
+def test_an_event_queued_too_long_is_enqueued_again_once_per_period(
+    engine: Engine, redis: Redis, tenant_id: int
+) -> None:
+    event = store_event(engine, new(tenant_id, "a"))
+    mark_queued(engine, [event.event_id])
+    requeue_lost(engine, redis)  # sets the sentinel
+    redis.delete("rq:queue:default")
+    with engine.begin() as conn:
+        conn.execute(
+            update(events_table)
+            .where(events_table.c.id == event.event_id)
+            .values(updated_at=created_at(engine, event.event_id) - timedelta(seconds=601))
+        )
+    assert requeue_lost(engine, redis) == 1
+    assert get_queue(redis, "default").count == 1
+    assert requeue_lost(engine, redis) == 0  # not again before another period
+    assert stored_rows(engine)[0].status == EventStatus.QUEUED
