@@ -12,12 +12,12 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Mount, Route
 
 from hub import logs
 from hub.db import create_db_engine
 from hub.errors import HubError, RateLimited
-from hub.health import health
+from hub.health import create_probe_engine, health
 from hub.queues import connect_redis
 from hub.settings import Settings
 
@@ -50,19 +50,23 @@ def create_app(settings: Settings) -> Starlette:
         engine = create_db_engine(settings)
         redis = connect_redis(settings)
         health_redis = connect_redis(settings, timeout=0.5)
+        health_engine = create_probe_engine(settings)
         app.state.settings = settings
         app.state.engine = engine
         app.state.redis = redis
         app.state.health_redis = health_redis
+        app.state.health_engine = health_engine
         try:
             async with ingress.serving(app.state):
                 yield
         finally:
             redis.close()
             health_redis.close()
+            health_engine.dispose()
             engine.dispose()
 
     from hub import admin, ingress, simulate, status
+    from hub.dashboard import create_dashboard
 
     routes: list[BaseRoute] = [
         Route("/health", health, methods=["GET"]),
@@ -70,6 +74,7 @@ def create_app(settings: Settings) -> Starlette:
         *simulate.ROUTES,
         *admin.ROUTES,
         *status.ROUTES,
+        Mount("/rq", app=create_dashboard(settings)),
     ]
     return Starlette(
         routes=routes,

@@ -101,14 +101,15 @@ def list_dead_letters(
 ) -> list[DeadLetter]:
     """Dead letters matching `where`, newest first."""
     query = select(DeadLetter)
-    for clause in _clauses(where or DeadLetterFilter()):
+    for clause in clauses(where or DeadLetterFilter()):
         query = query.where(clause)
     query = query.order_by(DeadLetter.created_at.desc(), DeadLetter.id.desc())
     query = query.limit(max(1, min(limit, MAX_LIMIT))).offset(max(offset, 0))
     return list(session.scalars(query))
 
 
-def _clauses(where: DeadLetterFilter) -> list[Any]:
+def clauses(where: DeadLetterFilter) -> list[Any]:
+    """WHERE clauses selecting the dead letters `where` describes."""
     clauses: list[Any] = []
     if where.status is not None:
         clauses.append(DeadLetter.status == where.status)
@@ -206,6 +207,12 @@ def mark_replayed(session: Session, dead_letter_id: str) -> DeadLetter:
     letter.resolved_at = utcnow()
     session.flush()
     return letter
+
+
+def count(session: Session, where: DeadLetterFilter | None = None) -> int:
+    """How many dead letters match `where` (for paging and bulk replay's progress)."""
+    query = select(func.count()).select_from(DeadLetter)
+    return int(session.scalar(query.where(*clauses(where or DeadLetterFilter()))) or 0)
 
 
 def count_open(session: Session) -> int:

@@ -1,6 +1,7 @@
 """Every error hub raises on purpose.
 
     HubError                         exit_code 2 (CLI); status_code 500 / code "internal" (HTTP)
+    ├── ReplayFailed                 a replayed delivery or event failed again (fails its RQ job)
     ├── ConfigError                  a setting or a config file is wrong
     │   ├── SettingError             one HUB_* setting is unusable (names the setting)
     │   ├── MappingsError            mappings/ has problems (each with file, line and path)
@@ -235,3 +236,9 @@ class RateLimited(RequestError):
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class ReplayFailed(HubError):
+    """A replayed delivery or event failed again; its RQ job fails so it can be requeued."""
+
+    code = "replay_failed"

@@ -11,12 +11,36 @@ from sqlalchemy import Engine
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from hub.db import check_database
+from hub.db import CONNECT_TIMEOUT, check_database, create_db_engine
 from hub.errors import HubError
 from hub.queues import check_redis
 from hub.settings import Settings
 
 CHECK_TIMEOUT = 1.0  # seconds; /health must answer within about a second
+PROBE_TIMEOUT = 2  # seconds a probe's socket may wait, so a hung server frees its thread
+
+
+def create_probe_engine(settings: Settings) -> Engine:
+    """A small engine for /health whose MySQL sockets give up quickly.
+
+    PyMySQL waits for the server's greeting without any timeout unless `read_timeout` is set, so
+    a server that accepts connections and says nothing would hold a thread forever per probe.
+    """
+    engine = create_db_engine(settings)
+    if engine.dialect.name not in ("mysql", "mariadb"):
+        return engine
+    engine.dispose()
+    return create_db_engine(
+        settings,
+        pool_size=2,
+        max_overflow=2,
+        connect_args={
+            "connect_timeout": min(CONNECT_TIMEOUT, PROBE_TIMEOUT),
+            "read_timeout": PROBE_TIMEOUT,
+            "write_timeout": PROBE_TIMEOUT,
+            "charset": "utf8mb4",
+        },
+    )
 
 
 def _timed(check: Any, *args: Any) -> dict[str, Any]:
@@ -46,5 +70,5 @@ async def readiness(engine: Engine, redis: Redis, settings: Settings) -> dict[st
 
 async def health(request: Request) -> JSONResponse:
     state = request.app.state
-    body = await readiness(state.engine, state.health_redis, state.settings)
+    body = await readiness(state.health_engine, state.health_redis, state.settings)
     return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)

@@ -24,3 +24,14 @@ def new_id(prefix: str) -> str:
         chars.append(_ALPHABET[value & 31])
         value >>= 5
     return f"{prefix}_{''.join(reversed(chars))}"
+
+
+def floor_id(prefix: str, when_ms: int) -> str:
+    """The smallest id `new_id` could make at millisecond `when_ms`: `id < floor_id(...)` selects
+    rows created before that time, on the primary key alone."""
+    value = when_ms << 80
+    chars = []
+    for _ in range(26):
+        chars.append(_ALPHABET[value & 31])
+        value >>= 5
+    return f"{prefix}_{''.join(reversed(chars))}"

@@ -30,7 +30,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from hub import envrefs
+from hub import envrefs, metrics
 from hub.apikeys import USAGE_FLUSH_INTERVAL, KeyCache, KeyRecord, UsageTracker
 from hub.crypto import Cipher
 from hub.errors import (
@@ -410,6 +410,7 @@ _counter = itertools.count(1)
 
 
 async def receive_webhook(request: Request) -> Response:
+    started = time.perf_counter()
     ingress: Ingress = request.app.state.ingress
     headers = request.headers
     correlation_id = correlation_of(headers)
@@ -429,11 +430,16 @@ async def receive_webhook(request: Request) -> Response:
     except HubError as exc:
         from hub.app import error_response
 
+        name = request.path_params["source"]
+        label = name if name in ingress.sources else metrics.UNKNOWN_SOURCE
+        metrics.webhook_received(label, exc.code, time.perf_counter() - started)
         response = error_response(exc, request_id)
         response.headers["X-Correlation-Id"] = correlation_id
         if isinstance(exc, PayloadTooLarge):
             response.headers["Connection"] = "close"  # do not read the rest of a huge body
         return response
+    outcome = "accepted" if stored.created else "duplicate"
+    metrics.webhook_received(source.name, outcome, time.perf_counter() - started)
     return respond(stored, correlation_id)
 
 

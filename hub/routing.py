@@ -26,7 +26,7 @@ from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from hub import ids
+from hub import ids, metrics
 from hub.crypto import Cipher
 from hub.errors import RedisUnavailable
 from hub.mapping.engine import RuleSet
@@ -66,6 +66,7 @@ class BatchOutcome:
     failed: dict[str, str] = field(default_factory=dict)  # event id -> reason
     deliveries: int = 0  # created by this run
     enqueue: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    ids: dict[str, dict[str, Any]] = field(default_factory=dict)  # event id -> log fields
 
     def counts(self) -> dict[str, int]:
         return {
@@ -120,6 +121,11 @@ def _route_batch(
         scheduled: list[dict[str, Any]] = []
         dead: list[dict[str, Any]] = []
         for event in events:
+            out.ids[event.id] = {
+                "tenant_id": event.tenant_id,
+                "source": event.source,
+                "correlation_id": event.correlation_id,
+            }
             try:
                 payload = _payload(ctx.cipher, event.payload)
             except ValueError as exc:
@@ -258,13 +264,16 @@ def _schedule_now(ctx: RoutingContext, delivery_ids: list[str]) -> None:
 
 
 def _log(out: BatchOutcome) -> None:
+    metrics.event_processed("processed", len(out.processed))
+    metrics.event_processed("no_route", len(out.no_route))
+    metrics.event_processed("failed", len(out.failed))
     for event_id in out.processed:
-        log.info("event.processed", extra={"event_id": event_id, "status": "processed"})
+        fields = out.ids.get(event_id, {})
+        log.info("event.processed", extra={"event_id": event_id, "status": "processed", **fields})
     for event_id in out.no_route:
-        log.info("event.no_route", extra={"event_id": event_id, "status": "no_route"})
+        fields = out.ids.get(event_id, {})
+        log.info("event.no_route", extra={"event_id": event_id, "status": "no_route", **fields})
     for event_id in out.failed:
         # the reason names rules, fields and paths, never payload values
-        log.warning(
-            "event.failed",
-            extra={"event_id": event_id, "status": "failed", "reason": out.failed[event_id]},
-        )
+        fields = out.ids.get(event_id, {}) | {"reason": out.failed[event_id]}
+        log.warning("event.failed", extra={"event_id": event_id, "status": "failed", **fields})

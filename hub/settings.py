@@ -50,6 +50,24 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     job_timeout: int = Field(default=300, gt=0, description="RQ job timeout, seconds")
+    alert_backlog_age: float = Field(
+        default=300.0, gt=0, description="alert when a queue's oldest job is older, seconds"
+    )
+    alert_failure_rate: float = Field(
+        default=0.5, ge=0, le=1, description="alert when an endpoint fails more often (last hour)"
+    )
+    alert_failure_min_attempts: int = Field(
+        default=20, ge=1, description="attempts in the last hour before a failure rate counts"
+    )
+    alert_dead_letter_growth: int = Field(
+        default=10, ge=1, description="alert when this many dead letters open within an hour"
+    )
+    alert_endpoint: str | None = Field(
+        default=None, description="endpoint (kind webhook) the sweeper posts new alerts to"
+    )
+    alert_interval: float = Field(
+        default=60.0, ge=0, description="seconds between the sweeper's alert checks"
+    )
 
     @field_validator("database_url", "redis_url", mode="before")
     @classmethod

@@ -23,6 +23,7 @@ from hub import apikeys, demomode, schema
 from hub.db import check_database, create_db_engine, describe_url, session_factory
 from hub.embedded import EmbeddedRedis
 from hub.errors import SettingError
+from hub.metrics import MULTIPROC_ENV, multiprocess_dir, reset_multiprocess_dir
 from hub.models import KeyKind
 from hub.processes import HUB, Child, first_exited, stop_all, wait_http_ok
 from hub.queues import check_redis, connect_redis, embedded_socket_path, redis_url
@@ -76,6 +77,8 @@ def _child_env(settings: Settings, redis: str) -> dict[str, str]:
     env["HUB_DATA_DIR"] = str(settings.data_dir.resolve())
     env["HUB_MAPPINGS_DIR"] = str(settings.mappings_dir.resolve())
     env.setdefault("PYTHONUNBUFFERED", "1")
+    if MULTIPROC_ENV not in env:  # /metrics adds up every child's counters; start from zero
+        env[MULTIPROC_ENV] = str(reset_multiprocess_dir(multiprocess_dir(settings)))
     if "HUB_LOG_FORMAT" not in env and sys.stderr.isatty():
         env["HUB_LOG_FORMAT"] = "text"  # a person is watching; JSON stays the default elsewhere
     return env

@@ -23,3 +23,21 @@ def deliver(delivery_ids: list[str]) -> Any:
     from hub.delivery.jobs import deliver_batch
 
     return deliver_batch(current(), delivery_ids)
+
+
+REPLAY = "workers.jobs.replay"
+REMAP = "workers.jobs.remap"
+
+
+def replay(dead_letter_ids: list[str]) -> Any:
+    """One more attempt of each dead letter's delivery; fails if any is dead again."""
+    from hub.replay import run_dead_letters
+
+    return run_dead_letters(current(), dead_letter_ids)
+
+
+def remap(event_ids: list[str]) -> Any:
+    """Run each event through today's mappings again, then resend its dead deliveries."""
+    from hub.replay import run_remap
+
+    return run_remap(current(), event_ids)

@@ -18,11 +18,13 @@ from types import FrameType
 from redis import Redis
 from sqlalchemy import Engine
 
+from hub.alerts import post_alerts
 from hub.db import create_db_engine
 from hub.delivery import sweeps as delivery_sweeps
 from hub.errors import HubError
 from hub.events import relay_events
 from hub.queues import connect_redis
+from hub.replay import close_delivered_dead_letters
 from hub.settings import Settings
 
 log = logging.getLogger("workers.sweeper")
@@ -42,6 +44,8 @@ TASKS: list[SweepTask] = [
     delivery_sweeps.expire_leases,
     delivery_sweeps.enqueue_due_retries,
     delivery_sweeps.relay_pending,
+    close_delivered_dead_letters,  # a replayed delivery that a later retry delivered
+    post_alerts,  # /status alerts to HUB_ALERT_ENDPOINT, once each
 ]
 
 

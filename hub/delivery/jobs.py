@@ -27,7 +27,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import Connection, Table, and_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.exc import OperationalError
 
-from hub import dead_letters
+from hub import dead_letters, metrics
 from hub.crypto import DecryptionError
 from hub.delivery.adapters import Adapters, DeliveryRef, Outcome, OutgoingRequest, Target, Verdict
 from hub.delivery.breaker import CircuitBreaker, CircuitState, Gate
@@ -387,7 +387,10 @@ def _finish(ctx: WorkerContext, items: list[Item], token: datetime) -> Counter[s
         _write_retry_queue(conn, mine)
         _write_dead(conn, [d for d in mine if d.status == DeliveryStatus.DEAD], now)
     for decision in mine:
-        counts[_log_decision(decision, now)] += 1
+        outcome = _log_decision(decision, now)
+        counts[outcome] += 1
+        seconds = decision.item.duration_ms / 1000 if decision.item.started_at else None
+        metrics.delivery_attempted(decision.item.endpoint, outcome, seconds)
     return counts
 
 
