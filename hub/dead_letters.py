@@ -2,8 +2,8 @@
 
 A row names its stage (ingest, mapping, delivery), the reason, the last error and the attempts
 made. The CLI (`hub dead-letters`) and the admin API call these same functions: list, get,
-discard, and `requeue` (one new attempt of the same delivery, same webhook-id, through the
-sweeper). Replaying an event through today's mappings is the replay module's job.
+discard. Replaying (a new attempt of the same delivery, or the event through today's mappings)
+is hub.replay's job.
 """
 
 from __future__ import annotations
@@ -13,21 +13,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, func, insert, select
 from sqlalchemy.orm import Session
 
 from hub import ids
-from hub.errors import BadRequest, DeadLetterClosed, DeadLetterNotFound
+from hub.errors import DeadLetterNotFound
 from hub.models import (
     DeadLetter,
     DeadLetterStage,
     DeadLetterStatus,
-    DeliveryStatus,
-    EventStatus,
-    IntegrationEvent,
-    RetryQueue,
     Tenant,
-    WebhookDelivery,
     utcnow,
 )
 
@@ -147,56 +142,6 @@ def discard(session: Session, dead_letter_id: str, *, tenant_id: int | None = No
         letter.status = DeadLetterStatus.DISCARDED
         letter.resolved_at = utcnow()
         session.flush()
-    return letter
-
-
-def requeue(session: Session, dead_letter_id: str, *, tenant_id: int | None = None) -> DeadLetter:
-    """A new attempt of a dead delivery (the same delivery: the same webhook-id), due now.
-
-    The delivery becomes `retrying` with a `retry_queue` row due now (the sweeper enqueues it on
-    `retry`; nothing here needs Redis); its attempts count goes on, so a failure of this one
-    attempt makes it dead again. The dead letter is closed as replayed, and the event leaves
-    `failed` when no other dead letter of it is open. Only delivery-stage letters qualify.
-    """
-    letter = get(session, dead_letter_id, tenant_id=tenant_id)
-    if letter.status != DeadLetterStatus.OPEN:
-        raise DeadLetterClosed(f"dead letter {letter.id} is already {letter.status.value}")
-    if letter.stage != DeadLetterStage.DELIVERY or letter.delivery_id is None:
-        raise BadRequest(f"dead letter {letter.id} is not a delivery: replay its event instead")
-    now = utcnow()
-    delivery = session.get(WebhookDelivery, letter.delivery_id, with_for_update=True)
-    if delivery is None:
-        raise DeadLetterNotFound(f"delivery {letter.delivery_id} of {letter.id} is gone")
-    delivery.status = DeliveryStatus.RETRYING
-    delivery.next_attempt_at = now
-    delivery.lease_expires_at = None
-    session.execute(delete(RetryQueue).where(RetryQueue.delivery_id == delivery.id))
-    session.add(
-        RetryQueue(
-            delivery_id=delivery.id,
-            next_retry_at=now,
-            attempt=delivery.attempts,
-            reason="replay",
-            created_at=now,
-        )
-    )
-    letter.status = DeadLetterStatus.REPLAYED
-    letter.resolved_at = now
-    session.flush()
-    others_open = session.scalar(
-        select(func.count()).where(
-            DeadLetter.event_id == letter.event_id, DeadLetter.status == DeadLetterStatus.OPEN
-        )
-    )
-    if not others_open:
-        session.execute(
-            update(IntegrationEvent)
-            .where(
-                IntegrationEvent.id == letter.event_id,
-                IntegrationEvent.status == EventStatus.FAILED,
-            )
-            .values(status=EventStatus.PROCESSED, error=None, updated_at=now)
-        )
     return letter
 
 

@@ -134,7 +134,19 @@ def store_events(engine: Engine, events: Sequence[NewEvent]) -> list[Stored]:
         first = existing.get((row["tenant_id"], row["source"], row["external_id"]))
         if first is None:  # refused without an error (e.g. its tenant vanished): never a 202
             raise HubError("the event was not stored")
-        results.append(Stored(first, created=first == row["id"]))
+        created = first == row["id"]
+        results.append(Stored(first, created=created))
+        if created and log.isEnabledFor(logging.INFO):
+            log.info(
+                "event.received",
+                extra={
+                    "event_id": first,
+                    "tenant_id": row["tenant_id"],
+                    "source": row["source"],
+                    "correlation_id": row["correlation_id"],
+                    "status": "received",
+                },
+            )
     return results
 
 
@@ -216,6 +228,8 @@ def enqueue_events(engine: Engine, redis: Redis, events: Sequence[tuple[str, str
     for queue, event_ids in by_queue.items():
         enqueue_ids(redis, PROCESS_EVENTS, queue, event_ids, batch_size=JOB_BATCH)
     mark_queued(engine, [event_id for event_id, _ in events])
+    for queue, event_ids in by_queue.items():  # one line per batch: the ids are in the jobs
+        log.info("events.queued", extra={"count": len(event_ids), "queue": queue})
     return len(events)
 
 

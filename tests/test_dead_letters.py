@@ -9,7 +9,7 @@ from sqlalchemy import Engine, insert
 from hub import dead_letters, ids
 from hub.db import session_factory
 from hub.dead_letters import DeadLetterFilter
-from hub.errors import BadRequest, DeadLetterClosed, DeadLetterNotFound
+from hub.errors import DeadLetterNotFound
 from hub.models import (
     DeadLetterStage,
     DeadLetterStatus,
@@ -111,16 +111,3 @@ def test_an_unknown_or_foreign_dead_letter_is_not_found(
             dead_letters.discard(session, newest, tenant_id=seeded["tenants"][0])
         assert dead_letters.get(session, newest, tenant_id=seeded["tenants"][1]).id == newest
         assert DeadLetterNotFound.status_code == 404
-
-
-def test_only_an_open_delivery_dead_letter_can_be_requeued(
-    engine: Engine, seeded: dict[str, list[Any]]
-) -> None:
-    oldest, middle, _ = seeded["ids"]
-    with session_factory(engine)() as session:
-        with pytest.raises(BadRequest, match="not a delivery"):
-            dead_letters.requeue(session, oldest)  # no delivery row behind it
-        dead_letters.discard(session, middle)
-        with pytest.raises(DeadLetterClosed, match="discarded") as closed:
-            dead_letters.requeue(session, middle)
-        assert closed.value.status_code == 409

@@ -50,7 +50,7 @@ class Scratch:
             HUB_REDIS_URL=self.settings.redis_url or "",
             HUB_DATA_DIR=str(self.dir / "data"),
             HUB_MAPPINGS_DIR=str(self.dir / "mappings"),
-            HUB_LOG_LEVEL="WARNING",
+            HUB_LOG_LEVEL="INFO",  # as in production: our own log lines are part of the cost
             HUB_DEFAULT_RATE_LIMIT="100000000/minute",
             **{SECRET_VAR: self.webhook_secret},
         )

@@ -107,7 +107,8 @@ class RuleConfig(ConfigModel):
         a key are `to-1`, `to-2`, … in order (stable when routes are added after them)."""
         counts: dict[str, int] = {}
         for route in self.routes:
-            counts[route.to] = counts.get(route.to, 0) + 1
+            if route.key is None:  # a keyed route never renames the keyless ones
+                counts[route.to] = counts.get(route.to, 0) + 1
         seen: dict[str, int] = {}
         keys = []
         for route in self.routes:

@@ -342,31 +342,3 @@ def test_an_undefined_endpoint_makes_a_dead_letter_that_says_so(
     assert deliver_batch(ctx, [dlv])["dead"] == 1
     [letter] = dead_letters(ctx)
     assert "nowhere is not defined" in letter.reason and letter.attempts == 0
-
-
-def test_a_requeued_dead_letter_is_tried_again_as_the_same_delivery(
-    ctx: WorkerContext, world: World, target: TargetServer, sweep: SweepContext
-) -> None:
-    from hub import dead_letters as registry
-    from hub.errors import DeadLetterClosed
-
-    world.endpoint("crm", kind="webhook", url=target.url)
-    target.replies(Reply(410))
-    dlv = world.delivery("crm", {"name": "Ana"})
-    deliver_batch(ctx, [dlv])
-    [letter] = dead_letters(ctx)
-
-    with ctx.sessions() as session:
-        registry.requeue(session, letter.id)
-        session.commit()
-        with pytest.raises(DeadLetterClosed):
-            registry.requeue(session, letter.id)
-    run_until(sweep, lambda: delivery(ctx, dlv).status == DeliveryStatus.DELIVERED)
-
-    assert [a.status_code for a in attempts(ctx, dlv)] == [410, 200]
-    assert [s.headers["webhook-id"] for s in target.seen] == [dlv, dlv]
-    [closed] = dead_letters(ctx)
-    assert closed.status.value == "replayed" and closed.resolved_at is not None
-    with ctx.sessions() as session:
-        event = session.get(IntegrationEvent, delivery(ctx, dlv).event_id)
-        assert event is not None and event.status == EventStatus.PROCESSED

@@ -154,3 +154,18 @@ routes:
     assert [r.key for r in config.ruleset.by_name["fanout"].routes] == [
         "crm-1", "whatsapp", "crm-2", "audit",
     ]  # fmt: skip
+
+
+def test_a_keyed_route_does_not_rename_the_keyless_one(mappings: Path) -> None:
+    (mappings / "rules" / "keyed.yaml").write_text(
+        """\
+rule: keyed
+sources: [site]
+events: ["lead.*"]
+routes:
+  - {to: crm, path: /a, body: {}}
+  - {to: crm, key: audit, path: /audit, body: {}}
+"""
+    )
+    # adding the keyed route must leave the first one's key (and so its deliveries) as they were
+    assert load_mappings(mappings).rules["keyed"].route_keys() == ["crm", "audit"]
