@@ -23,6 +23,8 @@ hub.delivery.retry).
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -166,3 +168,21 @@ def read_endpoints(mappings_dir: Path) -> tuple[dict[str, EndpointConfig], list[
     if not path.is_file():
         return {}, [f"{path}:1 (top): missing file (endpoints.yaml declares the targets)"]
     return load_named_section(path, "endpoints", EndpointConfig)
+
+
+def unset_references(
+    endpoints: dict[str, EndpointConfig],
+    tenant_slugs: list[str],
+    environ: Mapping[str, str] | None = None,
+) -> list[str]:
+    """One line per `env:` reference that some tenant has unset, naming variable and endpoint."""
+    env = os.environ if environ is None else environ
+    missing: dict[str, list[str]] = {}
+    for name, config in sorted(endpoints.items()):
+        for field, ref in config.env_refs():
+            per_tenant = "{TENANT}" in ref
+            for slug in tenant_slugs if per_tenant else [None]:
+                variable = envrefs.variable_name(ref, slug)
+                if not env.get(variable):
+                    missing.setdefault(f"endpoint {name} ({field})", []).append(variable)
+    return [f"{where}: {', '.join(sorted(set(v)))} not set" for where, v in missing.items()]

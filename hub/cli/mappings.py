@@ -48,10 +48,24 @@ def check(directory: Path | None) -> None:
 
 @mappings.command("apply")
 @DIR_ARG
-def apply(directory: Path | None) -> None:
-    """Validate DIR and publish it to the database (all or nothing; same files: no change)."""
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Refuse to apply while an endpoint's env: reference is unset for some tenant.",
+)
+def apply(directory: Path | None, strict: bool) -> None:
+    """Validate DIR and publish it to the database (all or nothing; same files: no change).
+
+    Every endpoint `env:` reference that is unset in this environment, for any tenant, is named
+    on stderr (deliveries to it would fail with that variable named); `--strict` refuses then.
+    """
+    from sqlalchemy import select
+    from sqlalchemy.exc import SQLAlchemyError
+
     from hub.db import check_database, create_db_engine
+    from hub.endpoints import unset_references
     from hub.mapping.apply import apply_mappings
+    from hub.models import Tenant
     from hub.queues import connect_redis
 
     settings = load_settings()
@@ -60,6 +74,18 @@ def apply(directory: Path | None) -> None:
     redis = connect_redis(settings)
     try:
         check_database(engine)
+        try:
+            with engine.connect() as conn:
+                slugs = list(conn.scalars(select(Tenant.slug).where(Tenant.active.is_(True))))
+        except SQLAlchemyError:  # not migrated yet: apply_mappings says so
+            slugs = []
+        unset = unset_references(config.endpoints, slugs)
+        if unset and strict:
+            raise HubError(
+                "refused (--strict): unset environment variables\n  " + "\n  ".join(unset)
+            )
+        for line in unset:
+            click.echo(f"hub: warning: {line}", err=True)
         result = apply_mappings(engine, redis, config)
     finally:
         redis.close()

@@ -108,3 +108,30 @@ def test_apply_on_an_unmigrated_database_says_so(tmp_path: Path, redis_url: str)
     assert code == 2
     assert "is the schema migrated (`hub migrate`)?" in err
     assert "Traceback" not in err
+
+
+def test_apply_names_unset_endpoint_variables_and_strict_refuses(
+    database_url: str, redis_url: str, engine: Engine, redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hub.models import Tenant
+
+    with Session(engine) as session, session.begin():
+        session.add(Tenant(slug="clinic-1", name="Clinic 1"))
+    for name in ("CLINIC_1_CRM_URL", "CLINIC_1_CRM_TOKEN", "CLINIC_1_CRM_SIGNING_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    env = {"HUB_DATABASE_URL": database_url, "HUB_REDIS_URL": redis_url}
+
+    code, _, err = run(["mappings", "apply", "--strict", str(SHIPPED)], env)
+    assert code == 2
+    assert err.startswith("hub: error: refused (--strict): unset environment variables")
+    assert "endpoint crm (url): CLINIC_1_CRM_URL not set" in err
+    with Session(engine) as session:
+        assert session.scalar(select(func.count()).select_from(EventMapping)) == 0
+
+    code, out, err = run(["mappings", "apply", str(SHIPPED)], env)
+    assert code == 0 and out.startswith("applied:")
+    assert "hub: warning: endpoint crm (url): CLINIC_1_CRM_URL not set" in err
+
+    monkeypatch.setenv("CLINIC_1_CRM_URL", "http://127.0.0.1:9/crm")
+    _, _, err = run(["mappings", "apply", str(SHIPPED)], env)
+    assert "CLINIC_1_CRM_URL" not in err
