@@ -23,7 +23,6 @@ hub.delivery.retry).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -176,7 +175,7 @@ def unset_references(
     environ: Mapping[str, str] | None = None,
 ) -> list[str]:
     """One line per `env:` reference that some tenant has unset, naming variable and endpoint."""
-    env = os.environ if environ is None else environ
+    env = envrefs.ENVIRONMENT if environ is None else environ
     missing: dict[str, list[str]] = {}
     for name, config in sorted(endpoints.items()):
         for field, ref in config.env_refs():

@@ -2,13 +2,19 @@
 
 NAME may contain `{TENANT}`, replaced by the tenant's slug upper-cased with '-' as '_'
 (`env:{TENANT}_CRM_URL` for tenant `clinic-1` reads `CLINIC_1_CRM_URL`).
+
+A variable is looked up in the process environment, then in the `.env` file of the working
+directory (the same file the settings come from), re-read when it changes.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+from dotenv import dotenv_values
 
 from hub.errors import ConfigError
 from hub.tenants import env_name
@@ -27,6 +33,38 @@ class MissingEnv(ConfigError):
             f"environment variable {variable} is not set" + (f" ({where})" if where else "")
         )
         self.variable = variable
+
+
+class ProcessEnvironment(Mapping[str, str]):
+    """os.environ, falling back to `./.env` (parsed by python-dotenv, cached by mtime)."""
+
+    _cache: tuple[float, dict[str, str]] = (-1.0, {})
+
+    def _dotenv(self) -> dict[str, str]:
+        path = Path(".env")
+        try:
+            mtime = path.stat().st_mtime
+        except OSError:
+            return {}
+        if mtime != self._cache[0]:
+            values = {k: v for k, v in dotenv_values(path).items() if v is not None}
+            type(self)._cache = (mtime, values)
+        return self._cache[1]
+
+    def __getitem__(self, name: str) -> str:
+        value = os.environ.get(name)
+        if value is None:
+            return self._dotenv()[name]
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter({**self._dotenv(), **os.environ})
+
+    def __len__(self) -> int:
+        return len({**self._dotenv(), **os.environ})
+
+
+ENVIRONMENT = ProcessEnvironment()
 
 
 def is_ref(value: object) -> bool:
@@ -59,7 +97,7 @@ def resolve(
     """The plain value, or the referenced variable's value; MissingEnv when it is unset."""
     if not is_ref(value):
         return value
-    env = os.environ if environ is None else environ
+    env = ENVIRONMENT if environ is None else environ
     name = variable_name(value, tenant_slug)
     resolved = env.get(name)
     if resolved is None or resolved == "":

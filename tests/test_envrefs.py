@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from hub.envrefs import MissingEnv, resolve, resolve_optional, valid_ref, variable_name
@@ -29,3 +32,20 @@ def test_an_unset_variable_is_named_in_the_error() -> None:
 )
 def test_reference_syntax(ref: str, ok: bool) -> None:
     assert valid_ref(ref) is ok
+
+
+def test_a_variable_may_come_from_the_dotenv_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DEMO_CRM_URL", raising=False)
+    monkeypatch.setenv("DEMO_CRM_TOKEN", "from the environment")
+    (tmp_path / ".env").write_text(
+        "DEMO_CRM_URL=http://127.0.0.1:9/crm\nDEMO_CRM_TOKEN=from .env\n"
+    )
+    assert resolve("env:{TENANT}_CRM_URL", "demo") == "http://127.0.0.1:9/crm"
+    assert resolve("env:{TENANT}_CRM_TOKEN", "demo") == "from the environment"  # env wins
+    (tmp_path / ".env").write_text("OTHER=1\n")
+    os.utime(tmp_path / ".env", (1, 1))  # a different mtime: the file is read again
+    with pytest.raises(MissingEnv):
+        resolve("env:{TENANT}_CRM_URL", "demo")
