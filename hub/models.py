@@ -245,6 +245,7 @@ class WebhookDelivery(Base):
         UniqueConstraint("event_id", "mapping", "route", name="uq_deliveries_event_mapping_route"),
         Index("ix_deliveries_endpoint_status", "endpoint_id", "status"),
         Index("ix_deliveries_status_next", "status", "next_attempt_at"),
+        Index("ix_deliveries_created_at", "created_at"),  # /status: last hour and day
     )
 
     id: Mapped[str] = mapped_column(PublicId, primary_key=True)
@@ -271,6 +272,7 @@ class WebhookDelivery(Base):
 
 class DeliveryAttempt(Base):
     __tablename__ = "delivery_attempts"
+    __table_args__ = (Index("ix_delivery_attempts_started_at", "started_at"),)  # /status
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     delivery_id: Mapped[str] = mapped_column(ForeignKey("webhook_deliveries.id"), index=True)

@@ -380,6 +380,7 @@ def upgrade() -> None:
         ["status", "next_attempt_at"],
         unique=False,
     )
+    op.create_index("ix_deliveries_created_at", "webhook_deliveries", ["created_at"], unique=False)
     op.create_table(
         "dead_letter",
         sa.Column("id", sa.String(length=32), nullable=False),
@@ -480,6 +481,9 @@ def upgrade() -> None:
     )
     op.create_index(
         op.f("ix_delivery_attempts_delivery_id"), "delivery_attempts", ["delivery_id"], unique=False
+    )
+    op.create_index(
+        "ix_delivery_attempts_started_at", "delivery_attempts", ["started_at"], unique=False
     )
     op.create_table(
         "retry_queue",
