@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
 from hub.apikeys import revoke
-from hub.app import create_app
+from hub.app import FastIngress, create_app
 from hub.crypto import Cipher
 from hub.errors import MappingsError
 from hub.models import ApiKey, EventStatus, KeyKind, RateLimit, Tenant
@@ -56,7 +56,8 @@ def key(engine: Engine) -> str:
 
 @pytest.fixture
 def client(hub_settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(hub_settings)) as c:
+    """The app as `hub serve` runs it: webhooks take the FastIngress path."""
+    with TestClient(FastIngress(create_app(hub_settings))) as c:  # type: ignore[arg-type]
         yield c
 
 
@@ -683,3 +684,9 @@ def test_a_broken_sources_yaml_stops_the_start_naming_file_and_line(
         TestClient(create_app(hub_settings)),
     ):
         pass
+
+
+def test_other_paths_still_go_through_the_router(client: TestClient, key: str) -> None:
+    assert client.get("/health").status_code == 200
+    assert post(client, "site/extra", key, {"type": "lead.created"}).status_code == 404
+    assert client.get("/webhooks/site").status_code == 405
