@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -39,6 +40,17 @@ def error_response(exc: HubError, request_id: str | None = None) -> JSONResponse
 
 def new_request_id() -> str:
     return "req_" + secrets.token_hex(8)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404 / 405 in the JSON error body of every other answer."""
+    assert isinstance(exc, HTTPException)
+    codes = {404: "not_found", 405: "method_not_allowed"}
+    error = HubError(str(exc.detail), code=codes.get(exc.status_code, "http_error"))
+    error.status_code = exc.status_code
+    response = error_response(error, getattr(request.state, "request_id", None))
+    response.headers.update(exc.headers or {})
+    return response
 
 
 async def _hub_error(request: Request, exc: Exception) -> Response:
@@ -81,7 +93,7 @@ def create_app(settings: Settings) -> Starlette:
     return Starlette(
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={HubError: _hub_error},
+        exception_handlers={HubError: _hub_error, HTTPException: _http_error},
     )
 
 

@@ -688,5 +688,8 @@ def test_a_broken_sources_yaml_stops_the_start_naming_file_and_line(
 
 def test_other_paths_still_go_through_the_router(client: TestClient, key: str) -> None:
     assert client.get("/health").status_code == 200
-    assert post(client, "site/extra", key, {"type": "lead.created"}).status_code == 404
-    assert client.get("/webhooks/site").status_code == 405
+    not_found = post(client, "site/extra", key, {"type": "lead.created"})
+    assert not_found.status_code == 404 and error_code(not_found) == "not_found"
+    wrong_method = client.get("/webhooks/site")
+    assert wrong_method.status_code == 405 and error_code(wrong_method) == "method_not_allowed"
+    assert wrong_method.headers["Allow"] == "POST"
