@@ -54,7 +54,7 @@ def _endpoint(ctx: Any, name: str) -> EndpointConfig:
 
 
 def _post(config: EndpointConfig, alert: dict[str, Any]) -> None:
-    from hub.delivery.adapters import secret_key, sign
+    from hub.signatures import sign_standard_webhooks, signing_key
 
     url = envrefs.resolve(config.url or "", where="HUB_ALERT_ENDPOINT url")
     body = orjson.dumps({"type": "hub.alert", "alert": alert, "at": utcnow().isoformat() + "Z"})
@@ -64,7 +64,9 @@ def _post(config: EndpointConfig, alert: dict[str, Any]) -> None:
     headers["webhook-timestamp"] = str(stamp)
     if config.signing_secret:
         secret = envrefs.resolve(config.signing_secret, where="HUB_ALERT_ENDPOINT signing_secret")
-        headers["webhook-signature"] = sign(secret_key(secret), msg_id, stamp, body)
+        headers["webhook-signature"] = sign_standard_webhooks(
+            signing_key(secret), msg_id, stamp, body
+        )
     try:
         response = httpx.post(url, content=body, headers=headers, timeout=config.timeout)
     except httpx.HTTPError as exc:

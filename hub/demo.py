@@ -33,6 +33,7 @@ from sqlalchemy import Engine, select
 from hub import envrefs
 from hub.errors import ConfigError, HubError, NotFound
 from hub.models import DeliveryStatus, EventStatus, IntegrationEvent, WebhookDelivery
+from hub.signatures import sign_standard_webhooks, signing_key
 from hub.sources import SignatureConfig, SignatureScheme, SourceConfig
 
 DEMO_TENANT = "demo"
@@ -147,21 +148,14 @@ def scenarios(run: str) -> list[Scenario]:
 # -- signing as each source declares ---------------------------------------------------------------
 
 
-def _secret_bytes(secret: str) -> bytes:
-    if secret.startswith("whsec_"):
-        return base64.b64decode(secret[len("whsec_") :])
-    return secret.encode()
-
-
 def sign(signature: SignatureConfig, secret: str, msg_id: str, body: bytes) -> dict[str, str]:
     """The headers that make `body` pass the source's signature check."""
     now = int(time.time())
     if signature.scheme == SignatureScheme.STANDARD_WEBHOOKS:
-        mac = hmac.new(_secret_bytes(secret), f"{msg_id}.{now}.".encode() + body, hashlib.sha256)
         return {
             "webhook-id": msg_id,
             "webhook-timestamp": str(now),
-            "webhook-signature": "v1," + base64.b64encode(mac.digest()).decode(),
+            "webhook-signature": sign_standard_webhooks(signing_key(secret), msg_id, now, body),
         }
     if signature.scheme == SignatureScheme.STRIPE:
         mac = hmac.new(secret.encode(), f"{now}.".encode() + body, hashlib.sha256)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ from pathlib import Path
 from hub import envrefs
 from hub.endpoints import EndpointConfig, read_endpoints
 from hub.models import EndpointKind
-from hub.processes import HUB, Child
+from hub.processes import HUB, Child, free_port
 from hub.settings import Settings
 from hub.sink import LABEL, ensure_tls, load_or_create_secret, new_secret, write_trust_bundle
 from hub.sources import SignatureScheme, SourceConfig, read_sources
@@ -101,12 +100,6 @@ def restore(environ: MutableMapping[str, str], previous: Mapping[str, str | None
             environ[name] = value
 
 
-def free_port(host: str = SINK_HOST) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
 def read_env_file(path: Path) -> dict[str, str]:
     """`NAME=value` lines (as `.env` files have them); a missing file is empty."""
     if not path.is_file():
@@ -151,7 +144,7 @@ def plan(
         return None
     saved = read_env_file(settings.data_dir / ENV_FILE)
     sink_secret = load_or_create_secret(settings.data_dir)
-    stand_in = StandIn(http_port or free_port(), smtp_port or free_port())
+    stand_in = StandIn(http_port or free_port(SINK_HOST), smtp_port or free_port(SINK_HOST))
     stand_in.sink_secrets.append(sink_secret)
     for name in unset:
         _stand_in_endpoint(stand_in, name, endpoints[name], env, saved, sink_secret)

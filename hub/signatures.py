@@ -11,6 +11,9 @@
 enough. Signatures are computed over the raw bytes received and compared in constant time;
 timestamped schemes refuse anything more than `TOLERANCE` seconds older or newer than `now`.
 `headers` is any mapping looked up by lower-case name (Starlette's `Headers` is case-insensitive).
+
+Outgoing deliveries (and hub's demo sender and sink) sign and check Standard Webhooks with
+`signing_key` and `sign_standard_webhooks`, defined once here.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Literal, Protocol
 from hub.errors import ConfigError, InvalidSignature, StaleTimestamp
 
 TOLERANCE = 300.0  # seconds either side of now
+WHSEC_PREFIX = "whsec_"
 SCHEMES = ("standard-webhooks", "hmac-sha256", "stripe", "token")
 
 Encoding = Literal["hex", "base64"]
@@ -63,6 +67,22 @@ def _any_equal(candidates: Sequence[bytes], expected: Sequence[bytes]) -> bool:
         for got in candidates:
             found |= hmac.compare_digest(got, want)
     return found
+
+
+def signing_key(secret: str) -> bytes:
+    """An outgoing signing secret as bytes: `whsec_<base64>` decoded, anything else as text."""
+    if secret.startswith(WHSEC_PREFIX):
+        try:
+            return base64.b64decode(secret[len(WHSEC_PREFIX) :], validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ConfigError("signing secret: whsec_ value is not valid base64") from exc
+    return secret.encode()
+
+
+def sign_standard_webhooks(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
+    """The Standard Webhooks `webhook-signature` value: `v1,<base64 HMAC-SHA256>`."""
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
 
 
 @dataclass(frozen=True)

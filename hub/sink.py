@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import enum
-import hashlib
 import hmac
 import html
 import logging
@@ -45,12 +43,14 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from hub.errors import ConfigError
+from hub.signatures import WHSEC_PREFIX, sign_standard_webhooks, signing_key
+
 log = logging.getLogger("hub.sink")
 
 LABEL = "DEMO STAND-IN"
 TOLERANCE_SECONDS = 300
 MAX_BODY = 1024 * 1024
-SECRET_PREFIX = "whsec_"
 STORE_FILE = "sink.db"
 SECRET_FILE = "sink.secret"
 TLS_DIR = "sink-tls"
@@ -74,17 +74,7 @@ class Verdict(enum.StrEnum):
 
 def new_secret() -> str:
     """A fresh Standard Webhooks secret, `whsec_<base64 of 24 random bytes>`."""
-    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(24)).decode()
-
-
-def secret_bytes(secret: str) -> bytes:
-    """A `whsec_` secret decoded; any other string taken as its UTF-8 bytes."""
-    if secret.startswith(SECRET_PREFIX):
-        try:
-            return base64.b64decode(secret[len(SECRET_PREFIX) :], validate=True)
-        except binascii.Error as exc:
-            raise ValueError("a whsec_ secret is base64 after the prefix") from exc
-    return secret.encode()
+    return WHSEC_PREFIX + base64.b64encode(secrets.token_bytes(24)).decode()
 
 
 def load_or_create_secret(data_dir: Path) -> str:
@@ -126,18 +116,13 @@ def verify_signature(
         return Verdict.INVALID, "timestamp too old"
     if timestamp > current + tolerance:
         return Verdict.INVALID, "timestamp too new"
-    given: list[bytes] = []
-    for part in signature.split():
-        version, _, value = part.partition(",")
-        if version != "v1":
-            continue
-        try:
-            given.append(base64.b64decode(value, validate=True))
-        except binascii.Error:
-            continue
-    signed = f"{msg_id}.{timestamp}.".encode() + body
+    given = [part.encode() for part in signature.split() if part.startswith("v1,")]
     for secret in secrets_:
-        expected = hmac.new(secret_bytes(secret), signed, hashlib.sha256).digest()
+        try:
+            key = signing_key(secret)
+        except ConfigError:
+            continue
+        expected = sign_standard_webhooks(key, msg_id, timestamp, body).encode()
         if any(hmac.compare_digest(expected, candidate) for candidate in given):
             return Verdict.VALID, "signature verified"
     return Verdict.INVALID, "no secret matches the signature"

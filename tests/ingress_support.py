@@ -18,6 +18,7 @@ from starlette.applications import Starlette
 
 from hub.apikeys import create_key
 from hub.models import IntegrationEvent, KeyKind
+from hub.processes import free_port
 from hub.settings import Settings
 
 SOURCES_YAML = """\
@@ -99,12 +100,6 @@ def event_count(engine: Engine) -> int:
 def events(engine: Engine) -> list[IntegrationEvent]:
     with Session(engine) as session:
         return list(session.scalars(select(IntegrationEvent).order_by(IntegrationEvent.created_at)))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager

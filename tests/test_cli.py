@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
@@ -10,17 +9,12 @@ from click.testing import CliRunner
 from sqlalchemy import Engine, inspect
 
 from hub.cli import cli
+from hub.processes import free_port as _closed_port
 
 
 def run(args: list[str], env: dict[str, str] | None = None) -> tuple[int, str, str]:
     result = CliRunner().invoke(cli, args, env=env, catch_exceptions=False)
     return result.exit_code, result.stdout, result.stderr
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_migrate_brings_a_new_database_to_head(tmp_path: Path) -> None:

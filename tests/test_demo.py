@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import socket
 import subprocess
 import sys
 import time
@@ -20,14 +19,9 @@ from standardwebhooks import Webhook
 
 from hub.demo import DeliveryView, EventView, Tally, build_request, follow, scenarios, sign
 from hub.errors import ConfigError, NotFound
+from hub.processes import free_port as _free_port
 from hub.sink import new_secret
 from hub.sources import SignatureConfig, SourceConfig
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_demo_against_a_hub_that_is_down_says_which_url_it_tried(tmp_path: Path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from datetime import datetime, timedelta
 
 import pytest
@@ -27,6 +26,7 @@ from hub.events import (
     store_events,
 )
 from hub.models import EventStatus, IntegrationEvent, Tenant
+from hub.processes import free_port as closed_port
 from hub.queues import get_queue
 from hub.settings import Settings
 
@@ -61,12 +61,6 @@ def stored_rows(engine: Engine) -> list[IntegrationEvent]:
 def created_at(engine: Engine, event_id: str) -> datetime:
     (row,) = [r for r in stored_rows(engine) if r.id == event_id]
     return row.created_at
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_store_event_returns_the_id_and_whether_it_was_created(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import smtplib
-import socket
 import ssl
 import threading
 import time
@@ -22,6 +21,7 @@ from click.testing import CliRunner
 from standardwebhooks import Webhook
 
 from hub.cli import cli
+from hub.processes import free_port as _free_port
 from hub.sink import (
     LABEL,
     SinkConfig,
@@ -40,12 +40,6 @@ from hub.sink import (
 
 SECRET = new_secret()
 CLIENT_TOKEN = "demo-client-token"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class SinkServer:

@@ -14,13 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from hub.processes import free_port as _free_port
+
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _alive(pid: int) -> bool:

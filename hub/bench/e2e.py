@@ -21,7 +21,7 @@ from hub.bench.loadgen import run_load
 from hub.bench.scratch import scratch
 from hub.errors import HubError
 from hub.models import DeliveryStatus, IntegrationEvent, WebhookDelivery
-from hub.processes import HUB, Child, stop_all, wait_http_ok
+from hub.processes import HUB, Child, free_port, stop_all, wait_http_ok
 from hub.settings import Settings
 
 Progress = Callable[[str], None]
@@ -49,7 +49,7 @@ def bench_e2e(
         mappings = s.dir / "mappings"
         workload.write_mappings(mappings)
         env = s.env(dict(os.environ))
-        target_port, web_port = workload.free_port(), workload.free_port()
+        target_port, web_port = free_port(), free_port()
         env[workload.TARGET_VAR] = f"http://127.0.0.1:{target_port}"
 
         applied = subprocess.run(

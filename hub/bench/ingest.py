@@ -15,7 +15,15 @@ from hub.bench import workload
 from hub.bench.loadgen import LoadResult, run_load
 from hub.bench.scratch import Scratch, scratch
 from hub.models import IntegrationEvent, Tenant
-from hub.processes import HUB, Child, descendants, peak_rss_mb, stop_all, wait_http_ok
+from hub.processes import (
+    HUB,
+    Child,
+    descendants,
+    free_port,
+    peak_rss_mb,
+    stop_all,
+    wait_http_ok,
+)
 from hub.settings import Settings
 
 Progress = Callable[[str], None]
@@ -106,7 +114,7 @@ def bench_ingest(
         env = s.env(dict(os.environ))
         env["BENCH_API_KEY"] = s.key
 
-        port = workload.free_port()
+        port = free_port()
         progress(f"ceiling: bare Starlette endpoint, {workers} uvicorn worker(s), {duration:.0f}s")
         bare_args = [
             sys.executable, "-m", "uvicorn", "hub.bench.bare:app", "--host", "127.0.0.1",
@@ -118,7 +126,7 @@ def bench_ingest(
             concurrency=concurrency, duration=duration, prefer_wrk=prefer_wrk,
         )  # fmt: skip
 
-        port = workload.free_port()
+        port = free_port()
         progress(f"hub: POST /webhooks/bench, signed, stored, {workers} worker(s), {duration:.0f}s")
         hub_args = [*HUB, "serve", "--host", "127.0.0.1", "--port", str(port)]
         hub_args += ["--workers", str(workers)]

@@ -12,10 +12,7 @@ status code, a short excerpt of the answer and an error class. Only this module 
 
 from __future__ import annotations
 
-import base64
 import enum
-import hashlib
-import hmac
 import smtplib
 import ssl
 import threading
@@ -32,11 +29,11 @@ from hub.delivery.retry import RETRY_AFTER_STATUS, is_retryable_status, parse_re
 from hub.endpoints import EndpointConfig
 from hub.errors import ConfigError
 from hub.models import EndpointKind
+from hub.signatures import sign_standard_webhooks, signing_key
 
 EXCERPT_CHARS = 200
 MAX_RESPONSE_BYTES = 64 * 1024  # read at most this much of an answer
 USER_AGENT = "hub-webhooks/0.1"
-SECRET_PREFIX = "whsec_"
 
 
 class Verdict(enum.StrEnum):
@@ -151,23 +148,6 @@ def _config_failure(exc: ConfigError) -> Outcome:
     return Outcome(Verdict.DEAD, error_class="config", error=exc.message[:200])
 
 
-def secret_key(secret: str) -> bytes:
-    """A signing secret as bytes: `whsec_<base64>` decoded, anything else taken as raw text."""
-    if secret.startswith(SECRET_PREFIX):
-        try:
-            return base64.b64decode(secret[len(SECRET_PREFIX) :], validate=True)
-        except ValueError as exc:
-            raise ConfigError("signing secret: whsec_ value is not valid base64") from exc
-    return secret.encode()
-
-
-def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
-    """The Standard Webhooks `webhook-signature` value: `v1,<base64 HMAC-SHA256>`."""
-    signed = f"{msg_id}.{timestamp}.".encode() + body
-    digest = hmac.new(key, signed, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(digest).decode()
-
-
 class ClientPool:
     """One `httpx.Client` per endpoint in this process (connections kept alive across jobs)."""
 
@@ -233,7 +213,7 @@ class WebhookAdapter:
                 for name, v in config.headers.items()
             }
             secret = endpoint.value("signing_secret", config.signing_secret)
-            key = secret_key(secret) if secret else None
+            key = signing_key(secret) if secret else None
         except ConfigError as exc:
             return _config_failure(exc)
         headers.update(request.headers)
@@ -243,7 +223,7 @@ class WebhookAdapter:
         headers["webhook-id"] = delivery.id
         headers["webhook-timestamp"] = str(timestamp)
         if key is not None:
-            headers["webhook-signature"] = sign(key, delivery.id, timestamp, body)
+            headers["webhook-signature"] = sign_standard_webhooks(key, delivery.id, timestamp, body)
         if delivery.correlation_id:
             headers["X-Correlation-Id"] = delivery.correlation_id
         method = (request.method or config.method).upper()

@@ -29,6 +29,7 @@ from hub.delivery.adapters import (
     classify_zapi,
 )
 from hub.endpoints import EndpointConfig
+from hub.processes import free_port
 from tests.delivery.conftest import Reply, TargetServer, ZapiStandIn
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
@@ -252,12 +253,6 @@ class Mailbox:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.messages.append(envelope)
         return "250 OK"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def self_signed(tmp: Path) -> tuple[Path, Path]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,18 +24,13 @@ from hub.apikeys import create_key
 from hub.mapping.apply import apply_mappings
 from hub.mapping.config import load_mappings
 from hub.models import DeliveryStatus, RetryQueue, WebhookDelivery, utcnow
+from hub.processes import free_port
 from hub.settings import Settings
 from tests.conftest import ROOT
 from tests.delivery.conftest import TargetServer, World
 from workers.context import WorkerContext
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(check, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]

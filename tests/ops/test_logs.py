@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from hub.apikeys import create_key
 from hub.db import session_factory
 from hub.metrics import sample_value
 from hub.models import DeadLetter, DeliveryStatus, EventStatus, IntegrationEvent, WebhookDelivery
+from hub.processes import free_port
 from hub.settings import Settings
 from tests.delivery.conftest import Reply, TargetServer
 
@@ -91,12 +91,6 @@ routes:
     path: /archive
     body: {email: $.email, cpf: $.cpf, cnpj: $.cnpj, name: $.name}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for(check: Callable[[], bool], what: str, timeout: float = 30) -> None:
