@@ -1,12 +1,12 @@
-"""The web application: `create_app(settings)` wires routes to the engine and Redis it owns.
+"""The web application, assembled: `create_app(settings)` mounts each package's routes and owns
+the engine and Redis clients they share (built in the lifespan, kept on `app.state`).
 
-`app_factory()` is what uvicorn imports (`hub serve`): it reads settings from the environment.
+`app_factory()` is what uvicorn imports (`hub serve`): it reads settings from the environment and
+puts `FastIngress` in front, so webhooks skip the router.
 """
 
 from __future__ import annotations
 
-import logging
-import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -14,32 +14,21 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
-from hub import logs
-from hub.db import create_db_engine
-from hub.errors import HubError, RateLimited
-from hub.health import create_probe_engine, health
-from hub.queues import connect_redis
-from hub.settings import Settings
-
-
-def error_response(exc: HubError, request_id: str | None = None) -> JSONResponse:
-    """The JSON error body of ARCHITECTURE.md §5."""
-    body = {
-        "error": {
-            "code": exc.code,
-            "message": exc.message,
-            "request_id": request_id or new_request_id(),
-        }
-    }
-    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
-    return JSONResponse(body, status_code=exc.status_code, headers=headers)
-
-
-def new_request_id() -> str:
-    return "req_" + secrets.token_hex(8)
+from hub.core import logs
+from hub.core.db import create_db_engine
+from hub.core.errors import HubError
+from hub.core.queues import connect_redis
+from hub.core.responses import error_response
+from hub.core.settings import Settings
+from hub.ingress import route as ingress
+from hub.ingress.route import FastIngress
+from hub.mapping import simulate
+from hub.ops import admin, status
+from hub.ops.dashboard import create_dashboard
+from hub.ops.health import create_probe_engine, health
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -79,9 +68,6 @@ def create_app(settings: Settings) -> Starlette:
             health_engine.dispose()
             engine.dispose()
 
-    from hub import admin, ingress, simulate, status
-    from hub.dashboard import create_dashboard
-
     routes: list[BaseRoute] = [
         Route("/health", health, methods=["GET"]),
         *ingress.ROUTES,
@@ -95,36 +81,6 @@ def create_app(settings: Settings) -> Starlette:
         lifespan=lifespan,
         exception_handlers={HubError: _hub_error, HTTPException: _http_error},
     )
-
-
-class FastIngress:
-    """`POST /webhooks/{source}` straight to its handler; everything else through Starlette.
-
-    The ingress handler answers every HubError itself, so Starlette's router and its two
-    exception middlewares add nothing on the hottest path but their cost.
-    """
-
-    def __init__(self, app: Starlette) -> None:
-        self.app = app
-        self.state = app.state
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            path: str = scope["path"]
-            if path.startswith("/webhooks/") and "/" not in path[10:] and len(path) > 10:
-                from hub.ingress import receive_webhook
-
-                scope["app"] = self.app
-                scope["path_params"] = {"source": path[10:]}
-                request = Request(scope, receive, send)
-                try:
-                    response = await receive_webhook(request)
-                except Exception:  # noqa: BLE001 - as ServerErrorMiddleware would: a 500, logged
-                    logging.getLogger("hub.app").exception("ingress.crashed")
-                    response = error_response(HubError("internal error"), None)
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
 
 
 def app_factory() -> Any:

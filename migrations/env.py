@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from hub.models import Base
+from hub.core.models import Base
 
 config = context.config
 target_metadata = Base.metadata

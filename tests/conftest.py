@@ -17,12 +17,12 @@ from redis import Redis
 from sqlalchemy import Engine, delete, text
 from sqlalchemy.engine import make_url
 
-from hub import schema
-from hub.db import check_database, create_db_engine
-from hub.embedded import EmbeddedRedis
-from hub.errors import HubError
-from hub.models import Base
-from hub.settings import Settings
+from hub.core import schema
+from hub.core.db import check_database, create_db_engine
+from hub.core.errors import HubError
+from hub.core.models import Base
+from hub.core.settings import Settings
+from hub.local.embedded import EmbeddedRedis
 
 CI = bool(os.environ.get("CI"))
 ROOT = Path(__file__).resolve().parent.parent

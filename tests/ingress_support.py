@@ -16,10 +16,10 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 from starlette.applications import Starlette
 
-from hub.apikeys import create_key
-from hub.models import IntegrationEvent, KeyKind
-from hub.processes import free_port
-from hub.settings import Settings
+from hub.core.models import IntegrationEvent, KeyKind
+from hub.core.settings import Settings
+from hub.ingress.apikeys import create_key
+from hub.local.processes import free_port
 
 SOURCES_YAML = """\
 sources:

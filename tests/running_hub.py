@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from hub.processes import descendants, free_port
+from hub.local.processes import descendants, free_port
 
 BIN = str(Path(sys.executable).parent)
 

@@ -48,9 +48,6 @@ def test_the_readme_tutorial_has_the_promised_steps() -> None:
 
 @pytest.mark.slow
 def test_the_tutorial_runs_as_written(tmp_path: Path) -> None:
-    pytest.importorskip("hub.routing", reason="needs the mapping engine")
-    pytest.importorskip("hub.delivery.jobs", reason="needs the delivery workers")
-    pytest.importorskip("hub.admin_auth", reason="needs the operations part (/status)")
     shutil.copytree(ROOT / "mappings", tmp_path / "mappings")
     hub = RunningHub(tmp_path).start()
     blocks = tutorial_blocks((ROOT / "README.md").read_text())

@@ -15,10 +15,10 @@ from redis import Redis
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from hub.crypto import Cipher
-from hub.db import create_db_engine, session_factory
-from hub.queues import connect_redis
-from hub.settings import Settings
+from hub.core.crypto import Cipher
+from hub.core.db import create_db_engine, session_factory
+from hub.core.queues import connect_redis
+from hub.core.settings import Settings
 
 
 @dataclass

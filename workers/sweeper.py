@@ -18,14 +18,14 @@ from types import FrameType
 from redis import Redis
 from sqlalchemy import Engine
 
-from hub.alerts import post_alerts
-from hub.db import create_db_engine
+from hub.core.db import create_db_engine
+from hub.core.errors import HubError
+from hub.core.queues import connect_redis
+from hub.core.settings import Settings
 from hub.delivery import sweeps as delivery_sweeps
-from hub.errors import HubError
-from hub.events import relay_events
-from hub.queues import connect_redis
-from hub.replay import close_delivered_dead_letters
-from hub.settings import Settings
+from hub.ingress.relay import relay_events
+from hub.ops.alerts import post_alerts
+from hub.ops.replay import close_delivered_dead_letters
 
 log = logging.getLogger("workers.sweeper")
 

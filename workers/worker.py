@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from rq import Queue, SimpleWorker
 from rq.job import Job
 
+from hub.core.queues import PRIORITY, QueueName, check_redis, connect_redis, get_queue
+from hub.core.settings import Settings
 from hub.delivery.jobs import job_timeout_floor
-from hub.queues import PRIORITY, QueueName, check_redis, connect_redis, get_queue
-from hub.settings import Settings
 from workers import context
 
 log = logging.getLogger("workers.worker")

@@ -19,10 +19,10 @@ from hub.bench import workload
 from hub.bench.ingest import _tree_rss
 from hub.bench.loadgen import run_load
 from hub.bench.scratch import scratch
-from hub.errors import HubError
-from hub.models import DeliveryStatus, IntegrationEvent, WebhookDelivery
-from hub.processes import HUB, Child, free_port, stop_all, wait_http_ok
-from hub.settings import Settings
+from hub.core.errors import HubError
+from hub.core.models import DeliveryStatus, IntegrationEvent, WebhookDelivery
+from hub.core.settings import Settings
+from hub.local.processes import HUB, Child, free_port, stop_all, wait_http_ok
 
 Progress = Callable[[str], None]
 

@@ -14,8 +14,9 @@ from sqlalchemy import func, select
 from hub.bench import workload
 from hub.bench.loadgen import LoadResult, run_load
 from hub.bench.scratch import Scratch, scratch
-from hub.models import IntegrationEvent, Tenant
-from hub.processes import (
+from hub.core.models import IntegrationEvent, Tenant
+from hub.core.settings import Settings
+from hub.local.processes import (
     HUB,
     Child,
     descendants,
@@ -24,7 +25,6 @@ from hub.processes import (
     stop_all,
     wait_http_ok,
 )
-from hub.settings import Settings
 
 Progress = Callable[[str], None]
 

@@ -22,12 +22,13 @@ from redis import Redis
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
-from hub import apikeys, schema
-from hub.db import check_database, create_db_engine, session_factory
-from hub.embedded import EmbeddedRedis
-from hub.models import KeyKind
-from hub.queues import check_redis, connect_redis
-from hub.settings import Settings
+from hub.core import schema
+from hub.core.db import check_database, create_db_engine, session_factory
+from hub.core.models import KeyKind
+from hub.core.queues import check_redis, connect_redis
+from hub.core.settings import Settings
+from hub.ingress import apikeys
+from hub.local.embedded import EmbeddedRedis
 
 SECRET_VAR = "BENCH_WEBHOOK_SECRET"
 

@@ -60,7 +60,7 @@ def ingest(
 ) -> None:
     """Signed ~1 KB webhooks against the hub and against a bare 202 endpoint (the ceiling)."""
     from hub.bench.ingest import bench_ingest
-    from hub.cli import load_settings
+    from hub.cli.group import load_settings
 
     report = bench_ingest(
         load_settings(), concurrency=concurrency, duration=duration, workers=workers,
@@ -83,7 +83,7 @@ def e2e(
 ) -> None:
     """N events fanned out to a fast local target through the standard worker set."""
     from hub.bench.e2e import bench_e2e
-    from hub.cli import load_settings
+    from hub.cli.group import load_settings
 
     report = bench_e2e(
         load_settings(), events=events, concurrency=concurrency, workers=workers,
@@ -97,8 +97,8 @@ def e2e(
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def mapping(seconds: float, as_json: bool) -> None:
     """Transforms per second of a ten-field rule on a 2 KB payload, on one core."""
-    from hub.mapping.bench import transforms_per_second
-    from hub.processes import peak_rss_mb
+    from hub.bench.mapping import transforms_per_second
+    from hub.local.processes import peak_rss_mb
 
     _progress(as_json)(f"mapping: a ten-field rule on a 2 KB payload, one core, {seconds:g}s")
     report = {"benchmark": "mapping", **transforms_per_second(seconds)}

@@ -50,12 +50,12 @@ def demo(url: str, key: str | None, timeout: float, follow_with: str) -> None:
     """
     import httpx
 
-    from hub import demo as scenarios
-    from hub import demomode
-    from hub.cli import load_settings
-    from hub.db import create_db_engine
-    from hub.errors import ConfigError
-    from hub.sources import load_sources
+    from hub.cli.group import load_settings
+    from hub.core.db import create_db_engine
+    from hub.core.errors import ConfigError
+    from hub.ingress.sources import load_sources
+    from hub.local import demo as scenarios
+    from hub.local import demomode
 
     base = url.rstrip("/")
     settings = load_settings()

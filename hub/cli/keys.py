@@ -12,9 +12,9 @@ from typing import Any
 import click
 import orjson
 
-from hub.errors import BadRequest
-from hub.models import ApiKey, KeyKind, utcnow
-from hub.units import parse_duration
+from hub.core.errors import BadRequest
+from hub.core.models import ApiKey, KeyKind, utcnow
+from hub.core.units import parse_duration
 
 
 def register(cli: click.Group) -> None:
@@ -70,9 +70,9 @@ def create(
     as_json: bool,
 ) -> None:
     """Create a key and print it (it is shown only this once)."""
-    from hub.apikeys import create_key
-    from hub.cli import load_settings
-    from hub.db import check_database, create_db_engine, session_factory
+    from hub.cli.group import load_settings
+    from hub.core.db import check_database, create_db_engine, session_factory
+    from hub.ingress.apikeys import create_key
 
     if admin and operator:
         raise BadRequest("choose --admin (one tenant) or --operator (every tenant), not both")
@@ -134,9 +134,9 @@ def _row(key: ApiKey, tenant: str | None) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
 def list_command(as_json: bool) -> None:
     """List keys (never the keys themselves: their prefix only)."""
-    from hub.apikeys import list_keys
-    from hub.cli import load_settings
-    from hub.db import check_database, create_db_engine, session_factory
+    from hub.cli.group import load_settings
+    from hub.core.db import check_database, create_db_engine, session_factory
+    from hub.ingress.apikeys import list_keys
 
     settings = load_settings()
     engine = create_db_engine(settings)
@@ -181,9 +181,9 @@ def _cell(value: object) -> str:
 @click.argument("key_id", type=int)
 def revoke(key_id: int) -> None:
     """Revoke key KEY_ID (every web process refuses it within a few seconds)."""
-    from hub.apikeys import revoke as revoke_key
-    from hub.cli import load_settings
-    from hub.db import check_database, create_db_engine, session_factory
+    from hub.cli.group import load_settings
+    from hub.core.db import check_database, create_db_engine, session_factory
+    from hub.ingress.apikeys import revoke as revoke_key
 
     settings = load_settings()
     engine = create_db_engine(settings)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import click
 
-from hub.cli import load_settings
-from hub.errors import HubError, MappingsError
+from hub.cli.group import load_settings
+from hub.core.errors import HubError, MappingsError
 from hub.mapping.config import MappingsConfig, load_mappings
 
 
@@ -62,11 +62,11 @@ def apply(directory: Path | None, strict: bool) -> None:
     from sqlalchemy import select
     from sqlalchemy.exc import SQLAlchemyError
 
-    from hub.db import check_database, create_db_engine
-    from hub.endpoints import unset_references
+    from hub.core.db import check_database, create_db_engine
+    from hub.core.models import Tenant
+    from hub.core.queues import connect_redis
+    from hub.delivery.endpoints import unset_references
     from hub.mapping.apply import apply_mappings
-    from hub.models import Tenant
-    from hub.queues import connect_redis
 
     settings = load_settings()
     config = load_mappings(directory or settings.mappings_dir)

@@ -1,6 +1,7 @@
 """`hub replay`, `hub dead-letters list|show|discard` and `hub purge`: the operator's repair kit.
 
-They call the same functions as the admin API (`hub.replay`, `hub.dead_letters`, `hub.purge`).
+They call the same functions as the admin API (`hub.ops.replay`, `hub.core.dead_letters`,
+`hub.ops.purge`).
 An unknown id exits 2; filters that match nothing say so and exit 0.
 """
 
@@ -16,7 +17,7 @@ import orjson
 from redis import Redis
 from sqlalchemy import Engine
 
-from hub.errors import BadRequest
+from hub.core.errors import BadRequest
 
 
 def register(cli: click.Group) -> None:
@@ -28,9 +29,9 @@ def register(cli: click.Group) -> None:
 
 @contextmanager
 def _services(redis_needed: bool = True) -> Iterator[tuple[Engine, Redis | None]]:
-    from hub.cli import load_settings
-    from hub.db import check_database, create_db_engine
-    from hub.queues import check_redis, connect_redis
+    from hub.cli.group import load_settings
+    from hub.core.db import check_database, create_db_engine
+    from hub.core.queues import check_redis, connect_redis
 
     settings = load_settings()
     engine = create_db_engine(settings)
@@ -89,8 +90,8 @@ def replay(
     """
     from sqlalchemy.orm import Session
 
-    from hub import replay as replaying
-    from hub.dead_letters import DeadLetterFilter
+    from hub.core.dead_letters import DeadLetterFilter
+    from hub.ops import replay as replaying
 
     chosen = [x for x in (dead_letter_id, event_id) if x] + (["--all"] if replay_all else [])
     if len(chosen) != 1:
@@ -192,12 +193,12 @@ def list_command(
     """Dead letters, newest first."""
     from sqlalchemy.orm import Session
 
-    from hub import dead_letters
-    from hub.admin import dead_letter_dict
     from hub.cli.status import table
-    from hub.dead_letters import DeadLetterFilter
-    from hub.models import DeadLetterStage, DeadLetterStatus
-    from hub.replay import parse_time, tenant_id_of
+    from hub.core import dead_letters
+    from hub.core.dead_letters import DeadLetterFilter
+    from hub.core.models import DeadLetterStage, DeadLetterStatus
+    from hub.ops.admin import dead_letter_dict
+    from hub.ops.replay import parse_time, tenant_id_of
 
     with _services(redis_needed=False) as (engine, _), Session(engine) as session:
         where = DeadLetterFilter(
@@ -245,10 +246,10 @@ def show_command(dead_letter_id: str) -> None:
     """One dead letter, with its event's deliveries and attempts, as JSON."""
     from sqlalchemy.orm import Session
 
-    from hub import dead_letters
-    from hub.admin import dead_letter_dict, show_event
-    from hub.admin_auth import Principal
-    from hub.models import KeyKind
+    from hub.core import dead_letters
+    from hub.core.models import KeyKind
+    from hub.ingress.principals import Principal
+    from hub.ops.admin import dead_letter_dict, show_event
 
     with _services(redis_needed=False) as (engine, _):
         with Session(engine) as session:
@@ -264,7 +265,7 @@ def discard_command(dead_letter_ids: tuple[str, ...]) -> None:
     """Close open dead letters without replaying them."""
     from sqlalchemy.orm import Session
 
-    from hub import dead_letters
+    from hub.core import dead_letters
 
     with _services(redis_needed=False) as (engine, _), Session(engine) as session:
         with session.begin():
@@ -291,8 +292,8 @@ def purge(older_than: str, batch_size: int, dry_run: bool) -> None:
     """
     from datetime import timedelta
 
-    from hub.purge import purge as run_purge
-    from hub.units import parse_duration
+    from hub.core.units import parse_duration
+    from hub.ops.purge import purge as run_purge
 
     try:
         seconds = parse_duration(older_than)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from hub.queues import PRIORITY, QueueName
+from hub.core.queues import PRIORITY, QueueName
 
 
 def register(cli: click.Group) -> None:
@@ -29,8 +29,8 @@ def up(host: str | None, port: int | None, worker_count: int) -> None:
     Without HUB_DATABASE_URL / HUB_REDIS_URL this is the embedded default: SQLite in .hub/hub.db
     and an embedded Redis. Migrates, loads ./mappings, prints a demo API key. Ctrl-C stops it all.
     """
-    from hub.cli import load_settings
-    from hub.up import run_up
+    from hub.cli.group import load_settings
+    from hub.local.up import run_up
 
     settings = load_settings(host=host, port=port)
     raise SystemExit(run_up(settings, worker_count=worker_count))
@@ -50,8 +50,8 @@ def serve(host: str | None, port: int | None, workers: int) -> None:
     """Run the web server (uvicorn, no access log: hub logs its own lines)."""
     import uvicorn
 
-    from hub.cli import load_settings
-    from hub.db import check_database, create_db_engine
+    from hub.cli.group import load_settings
+    from hub.core.db import check_database, create_db_engine
 
     settings = load_settings(host=host, port=port)
     engine = create_db_engine(settings)
@@ -77,8 +77,8 @@ def serve(host: str | None, port: int | None, workers: int) -> None:
 @click.option("--name", default=None, help="Worker name (default: host and pid).")
 def worker(queues: tuple[str, ...], burst: bool, name: str | None) -> None:
     """Run an RQ worker on QUEUES in priority order (default: all five)."""
-    from hub import logs
-    from hub.cli import load_settings
+    from hub.cli.group import load_settings
+    from hub.core import logs
     from workers.worker import run_worker
 
     settings = load_settings()
@@ -97,8 +97,8 @@ def worker(queues: tuple[str, ...], burst: bool, name: str | None) -> None:
 )
 def sweeper(interval: float) -> None:
     """Run the sweeper: outbox relay, due retries, expired leases, due sync jobs."""
-    from hub import logs
-    from hub.cli import load_settings
+    from hub.cli.group import load_settings
+    from hub.core import logs
     from workers.sweeper import run_sweeper
 
     settings = load_settings()
@@ -116,9 +116,9 @@ def sweeper(interval: float) -> None:
 @click.option("--down", is_flag=True, help="Downgrade to --revision (e.g. base).")
 def migrate(revision: str, down: bool) -> None:
     """Bring the database schema to the latest revision (alembic upgrade head)."""
-    from hub import schema
-    from hub.cli import load_settings
-    from hub.db import check_database, create_db_engine, describe_url
+    from hub.cli.group import load_settings
+    from hub.core import schema
+    from hub.core.db import check_database, create_db_engine, describe_url
 
     settings = load_settings()
     engine = create_db_engine(settings)

@@ -1,4 +1,4 @@
-"""`hub sink`: the DEMO STAND-IN for the target systems (see hub.sink), and `--tail` to watch it."""
+"""`hub sink`: the DEMO STAND-IN for the target systems (hub.local.sink); `--tail` watches it."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 
 import click
 
-from hub.errors import SettingError
+from hub.core.errors import SettingError
 
 if TYPE_CHECKING:
-    from hub.sink import SinkStore
+    from hub.local.sink import SinkStore
 
 DEFAULT_PORT = 8100
 DEFAULT_SMTP_PORT = 2525
@@ -98,10 +98,10 @@ def sink(
     received in <data_dir>/sink.db; its page (GET /) and `hub sink --tail` show it. `hub up`
     starts it by itself for the demo tenant when the example endpoints are not configured.
     """
-    from hub import logs
-    from hub.cli import load_settings
-    from hub.errors import ConfigError
-    from hub.sink import (
+    from hub.cli.group import load_settings
+    from hub.core import logs
+    from hub.core.errors import ConfigError
+    from hub.local.sink import (
         LABEL,
         STORE_FILE,
         SinkConfig,
@@ -140,7 +140,7 @@ def sink(
 
 
 def _tail(store: SinkStore, system: str | None, last: int, follow: bool) -> None:
-    from hub.sink import LABEL, describe
+    from hub.local.sink import LABEL, describe
 
     click.echo(f"hub sink ({LABEL}): what each target system received", err=True)
     items = store.list(system=system, last=last)

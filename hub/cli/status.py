@@ -20,10 +20,10 @@ def status(as_json: bool) -> None:
 
     Exits 1 when there are alerts (so a cron job or a probe can notice), 0 otherwise.
     """
-    from hub.cli import load_settings
-    from hub.db import check_database, create_db_engine
-    from hub.queues import check_redis, connect_redis
-    from hub.status import collect
+    from hub.cli.group import load_settings
+    from hub.core.db import check_database, create_db_engine
+    from hub.core.queues import check_redis, connect_redis
+    from hub.ops.status import collect
 
     settings = load_settings()
     engine = create_db_engine(settings)

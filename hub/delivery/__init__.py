@@ -1,1 +1,13 @@
-"""Getting each delivery to its target: adapters, retry policy, circuit breaker, the deliver job."""
+"""Getting each delivery to its target.
+
+endpoints.py    endpoints.yaml: where deliveries go, resolved per tenant
+registry.py     the applied endpoints, cached per process, reloaded on a new config version
+adapters.py     webhook (httpx, signed) | zapi | email, and what each outcome means
+retry.py        retry policy as data and the pure next_delay
+breaker.py      the circuit breaker: a few Redis keys per endpoint
+throttle.py     the outgoing rate limit per endpoint
+jobs.py         the deliver job: leases, concurrent sends, attempts, retries, dead letters
+sweeps.py       due retries, expired leases and pending deliveries back on their queues
+
+May import: hub.core.
+"""

@@ -24,12 +24,12 @@ from typing import Any, Protocol
 import httpx
 import orjson
 
-from hub import envrefs
+from hub.core import envrefs
+from hub.core.errors import ConfigError
+from hub.core.models import EndpointKind
+from hub.core.signing import sign_standard_webhooks, signing_key
+from hub.delivery.endpoints import EndpointConfig
 from hub.delivery.retry import RETRY_AFTER_STATUS, is_retryable_status, parse_retry_after
-from hub.endpoints import EndpointConfig
-from hub.errors import ConfigError
-from hub.models import EndpointKind
-from hub.signatures import sign_standard_webhooks, signing_key
 
 EXCERPT_CHARS = 200
 MAX_RESPONSE_BYTES = 64 * 1024  # read at most this much of an answer

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from redis import Redis
 
-from hub.queues import KEY_PREFIX
+from hub.core.queues import CIRCUIT_PREFIX
 
 log = logging.getLogger("hub.delivery.breaker")
 
@@ -75,7 +75,7 @@ class CircuitBreaker:
         self.endpoint = endpoint
         self.threshold = failures
         self.recovery = recovery
-        base = f"{KEY_PREFIX}circuit:{endpoint}:"
+        base = f"{CIRCUIT_PREFIX}{endpoint}:"
         self.keys = {name: base + name for name in ("failures", "open", "tripped", "probe")}
 
     def allow(self, probe_lease: float) -> Gate:
@@ -132,7 +132,7 @@ class CircuitBreaker:
 
 def open_circuits(redis: Redis) -> list[str]:
     """Names of endpoints whose circuit is open or half-open right now (for /status)."""
-    prefix = f"{KEY_PREFIX}circuit:"
+    prefix = CIRCUIT_PREFIX
     names = set()
     for key in redis.scan_iter(match=f"{prefix}*:tripped", count=500):
         text = key.decode() if isinstance(key, bytes) else key

@@ -27,15 +27,10 @@ from redis.exceptions import RedisError
 from sqlalchemy import Connection, Table, and_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.exc import OperationalError
 
-from hub import dead_letters, metrics
-from hub.crypto import DecryptionError
-from hub.delivery.adapters import Adapters, DeliveryRef, Outcome, OutgoingRequest, Target, Verdict
-from hub.delivery.breaker import CircuitBreaker, CircuitState, Gate
-from hub.delivery.registry import EndpointRegistry
-from hub.delivery.retry import next_delay, policy_for
-from hub.delivery.throttle import Throttle
-from hub.endpoints import EndpointConfig
-from hub.models import (
+from hub.core import dead_letters, metrics
+from hub.core.context import JobContext
+from hub.core.crypto import DecryptionError
+from hub.core.models import (
     DeadLetterStage,
     DeliveryAttempt,
     DeliveryStatus,
@@ -45,8 +40,13 @@ from hub.models import (
     WebhookDelivery,
     utcnow,
 )
-from hub.settings import Settings
-from workers.context import WorkerContext
+from hub.core.settings import Settings
+from hub.delivery.adapters import Adapters, DeliveryRef, Outcome, OutgoingRequest, Target, Verdict
+from hub.delivery.breaker import CircuitBreaker, CircuitState, Gate
+from hub.delivery.endpoints import EndpointConfig
+from hub.delivery.registry import EndpointRegistry
+from hub.delivery.retry import next_delay, policy_for
+from hub.delivery.throttle import Throttle
 
 log = logging.getLogger("hub.delivery.jobs")
 
@@ -75,7 +75,7 @@ def job_timeout_floor(settings: Settings) -> int:
 class DeliveryRuntime:
     """Per worker process: adapters with pooled clients, send threads, caches, Redis helpers."""
 
-    def __init__(self, ctx: WorkerContext) -> None:
+    def __init__(self, ctx: JobContext) -> None:
         self.adapters = Adapters(max_connections=SEND_THREADS)
         self.executor = ThreadPoolExecutor(SEND_THREADS, thread_name_prefix="deliver")
         self.registry = EndpointRegistry(ctx.engine, ctx.redis)
@@ -92,7 +92,7 @@ class DeliveryRuntime:
         self.adapters.close()
 
 
-def runtime(ctx: WorkerContext) -> DeliveryRuntime:
+def runtime(ctx: JobContext) -> DeliveryRuntime:
     found = ctx.cache.get(RUNTIME_KEY)
     if not isinstance(found, DeliveryRuntime):
         found = ctx.cache[RUNTIME_KEY] = DeliveryRuntime(ctx)
@@ -124,7 +124,7 @@ class Item:
         return self.attempts + 1
 
 
-def deliver_batch(ctx: WorkerContext, delivery_ids: Sequence[str]) -> dict[str, int]:
+def deliver_batch(ctx: JobContext, delivery_ids: Sequence[str]) -> dict[str, int]:
     """Deliver each id (skipping any already delivered, dead, or leased by another worker)."""
     rt = runtime(ctx)
     rt.registry.refresh()
@@ -151,7 +151,7 @@ def _takeable(now: datetime) -> Any:
     )
 
 
-def _deliver_chunk(ctx: WorkerContext, rt: DeliveryRuntime, ids: list[str]) -> Counter[str]:
+def _deliver_chunk(ctx: JobContext, rt: DeliveryRuntime, ids: list[str]) -> Counter[str]:
     counts: Counter[str] = Counter()
     now = utcnow()
     with ctx.engine.connect() as conn:
@@ -206,7 +206,7 @@ def _deliver_chunk(ctx: WorkerContext, rt: DeliveryRuntime, ids: list[str]) -> C
     return counts
 
 
-def _prepare(ctx: WorkerContext, rt: DeliveryRuntime, row: Any) -> Item:
+def _prepare(ctx: JobContext, rt: DeliveryRuntime, row: Any) -> Item:
     item = Item(
         id=row.id,
         event_id=row.event_id,
@@ -362,7 +362,7 @@ def _decide(item: Item, now: datetime) -> Decision:
     )
 
 
-def _finish(ctx: WorkerContext, items: list[Item], token: datetime) -> Counter[str]:
+def _finish(ctx: JobContext, items: list[Item], token: datetime) -> Counter[str]:
     now = utcnow()
     decisions = [_decide(item, now) for item in items]
     counts: Counter[str] = Counter()

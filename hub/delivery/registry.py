@@ -17,13 +17,12 @@ from redis import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import Engine, select
 
-from hub.endpoints import EndpointConfig
-from hub.models import Tenant, WebhookEndpoint
-from hub.queues import KEY_PREFIX
+from hub.core.models import Tenant, WebhookEndpoint
+from hub.core.queues import CONFIG_VERSION_KEY
+from hub.delivery.endpoints import EndpointConfig
 
 log = logging.getLogger("hub.delivery.registry")
 
-CONFIG_VERSION_KEY = f"{KEY_PREFIX}config:version"
 MAX_AGE = 60.0
 MISSING_RELOAD_AFTER = 5.0
 

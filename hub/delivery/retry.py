@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
-from hub.endpoints import RetryConfig
-from hub.models import EndpointKind
+from hub.core.models import EndpointKind
+from hub.delivery.endpoints import RetryConfig
 
 # Standard Webhooks: https://github.com/standard-webhooks/standard-webhooks/blob/main/spec/
 WEBHOOK_SCHEDULE: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)

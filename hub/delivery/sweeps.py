@@ -20,13 +20,12 @@ from typing import Protocol
 from redis import Redis
 from sqlalchemy import Engine, and_, delete, insert, select, update
 
-from hub.models import DeliveryAttempt, DeliveryStatus, RetryQueue, WebhookDelivery, utcnow
-from hub.queues import QueueName, enqueue_ids
-from hub.settings import Settings
+from hub.core.models import DeliveryAttempt, DeliveryStatus, RetryQueue, WebhookDelivery, utcnow
+from hub.core.queues import DELIVER, QueueName, enqueue_ids
+from hub.core.settings import Settings
 
 log = logging.getLogger("hub.delivery.sweeps")
 
-DELIVER = "workers.jobs.deliver"
 BATCH = 5000  # rows per sweep and task
 REENQUEUE_AFTER = 120.0  # seconds a due row waits for its job before it is enqueued again
 PENDING_STALE_AFTER = 60.0

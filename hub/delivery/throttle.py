@@ -13,7 +13,7 @@ from limits.storage import RedisStorage
 from limits.strategies import MovingWindowRateLimiter
 from redis import Redis
 
-from hub.queues import KEY_PREFIX
+from hub.core.queues import THROTTLE_PREFIX
 
 NAMESPACE = "outgoing"
 
@@ -21,7 +21,7 @@ NAMESPACE = "outgoing"
 class Throttle:
     def __init__(self, redis: Redis) -> None:
         storage = RedisStorage(
-            "redis://", connection_pool=redis.connection_pool, key_prefix=f"{KEY_PREFIX}limits"
+            "redis://", connection_pool=redis.connection_pool, key_prefix=THROTTLE_PREFIX
         )
         self._limiter = MovingWindowRateLimiter(storage)
         self._items: dict[str, RateLimitItem] = {}

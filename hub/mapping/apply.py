@@ -22,13 +22,12 @@ from sqlalchemy import Engine, func, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
-from hub.errors import ConfigError, DatabaseUnavailable
+from hub.core.errors import ConfigError, DatabaseUnavailable
+from hub.core.models import ConfigVersion, EventMapping, WebhookEndpoint
+from hub.core.queues import CONFIG_VERSION_KEY
 from hub.mapping.config import MappingsConfig
-from hub.models import ConfigVersion, EventMapping, WebhookEndpoint
 
 log = logging.getLogger("hub.mapping.apply")
-
-VERSION_KEY = "hub:config:version"
 
 
 def checksum(definition: Any) -> str:
@@ -137,7 +136,7 @@ def apply_mappings(engine: Engine, redis: Redis | None, config: MappingsConfig) 
 def publish_version(redis: Redis, version: int) -> bool:
     """Set the version key; False when Redis is down (processes then poll the database)."""
     try:
-        redis.set(VERSION_KEY, version)
+        redis.set(CONFIG_VERSION_KEY, version)
     except (RedisError, OSError):
         log.warning("mappings.version_not_published", extra={"version": version})
         return False

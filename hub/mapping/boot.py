@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from sqlalchemy import Engine
 
+from hub.core.queues import connect_redis
+from hub.core.settings import Settings
 from hub.mapping.apply import apply_mappings
 from hub.mapping.config import load_mappings
-from hub.queues import connect_redis
-from hub.settings import Settings
 
 
 def apply_at_boot(settings: Settings, engine: Engine) -> str:

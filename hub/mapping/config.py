@@ -19,14 +19,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from hub.endpoints import EndpointConfig, read_endpoints
-from hub.errors import MappingsError
+from hub.core.errors import MappingsError
+from hub.core.models import EndpointKind
+from hub.core.yamlfile import YamlProblem, display_path, load_yaml, problem, validation_problems
+from hub.delivery.endpoints import EndpointConfig, read_endpoints
+from hub.ingress.sources import SourceConfig, read_sources
 from hub.mapping.conditions import Problems
 from hub.mapping.engine import CompiledRule, RuleSet, compile_rule
 from hub.mapping.rules import RuleConfig
-from hub.models import EndpointKind
-from hub.sources import SourceConfig, read_sources
-from hub.yamlfile import YamlProblem, display_path, load_yaml, problem, validation_problems
 
 RULES_DIR = "rules"
 

@@ -12,14 +12,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from hub.errors import TransformError
+from hub.core.errors import TransformError
+from hub.core.models import EndpointKind
+from hub.core.queues import QueueName
 from hub.mapping.conditions import Condition, Problems, compile_condition
 from hub.mapping.expressions import as_text, compile_template, compile_value
 from hub.mapping.paths import Getter
 from hub.mapping.rules import RouteConfig, RuleConfig
 from hub.mapping.topics import TopicMatcher, compile_topics
-from hub.models import EndpointKind
-from hub.queues import QueueName
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from hub.ingress.sources import SourceConfig
 from hub.mapping.config import MappingsConfig
 from hub.mapping.paths import PathError, compile_path
 from hub.mapping.rules import ExampleConfig, RuleConfig
-from hub.sources import SourceConfig
 
 
 @dataclass

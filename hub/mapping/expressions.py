@@ -28,11 +28,11 @@ from urllib.parse import quote
 
 import orjson
 
-from hub.errors import TransformError
+from hub.core.errors import TransformError
+from hub.core.yamlfile import format_loc
 from hub.mapping.conditions import Loc, Problems, compile_condition
 from hub.mapping.functions import REGISTRY, unknown_message
 from hub.mapping.paths import Getter, PathError, compile_path, is_path
-from hub.yamlfile import format_loc
 
 OPERATORS = ("path", "const", "template", "fn", "each", "object")
 MODIFIERS = ("default", "required")

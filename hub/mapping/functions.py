@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
-from hub.errors import TransformError
+from hub.core.errors import TransformError
 
 DEFAULT_TZ = "America/Sao_Paulo"
 _TZ = ZoneInfo(DEFAULT_TZ)

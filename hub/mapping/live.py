@@ -18,10 +18,11 @@ from redis.exceptions import RedisError
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from hub.mapping.apply import VERSION_KEY, current_version
+from hub.core.models import EndpointKind, EventMapping, WebhookEndpoint
+from hub.core.queues import CONFIG_VERSION_KEY
+from hub.mapping.apply import current_version
 from hub.mapping.config import ruleset_from_definitions
 from hub.mapping.engine import RuleSet
-from hub.models import EndpointKind, EventMapping, WebhookEndpoint
 
 log = logging.getLogger("hub.mapping.live")
 
@@ -81,7 +82,7 @@ class LiveMappings:
         if redis is None:
             return None
         try:
-            raw = redis.get(VERSION_KEY)
+            raw = redis.get(CONFIG_VERSION_KEY)
         except (RedisError, OSError):
             return None
         try:

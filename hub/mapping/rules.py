@@ -1,4 +1,4 @@
-"""The shape of one rule file, `mappings/rules/<name>.yaml` (ARCHITECTURE.md §4).
+"""The shape of one rule file, `mappings/rules/<name>.yaml` (docs/architecture.md, configuration).
 
 ```yaml
 rule: lead-created
@@ -36,10 +36,10 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, field_validator
 
+from hub.core.queues import QueueName
+from hub.core.units import parse_duration
+from hub.core.yamlfile import NAME_RE, ConfigModel
 from hub.mapping.topics import pattern_problem
-from hub.queues import QueueName
-from hub.units import parse_duration
-from hub.yamlfile import NAME_RE, ConfigModel
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 Name = Annotated[str, Field(pattern=NAME_RE)]

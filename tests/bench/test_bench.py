@@ -16,7 +16,7 @@ import pytest
 from redis import Redis
 from sqlalchemy import Engine, func, select
 
-from hub.models import IntegrationEvent
+from hub.core.models import IntegrationEvent
 
 pytestmark = pytest.mark.slow
 

@@ -9,9 +9,9 @@ from click.testing import CliRunner
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from hub.apikeys import find_valid, hash_key
 from hub.cli import cli
-from hub.models import ApiKey, KeyKind, Tenant, utcnow
+from hub.core.models import ApiKey, KeyKind, Tenant, utcnow
+from hub.ingress.apikeys import find_valid, hash_key
 
 
 def run(args: list[str], database_url: str) -> tuple[int, str, str]:

@@ -13,8 +13,8 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from hub.cli import cli
-from hub.mapping.apply import VERSION_KEY
-from hub.models import EventMapping
+from hub.core.models import EventMapping
+from hub.core.queues import CONFIG_VERSION_KEY
 
 SHIPPED = Path(__file__).resolve().parents[2] / "mappings"
 
@@ -64,7 +64,7 @@ def test_apply_is_all_or_nothing_and_idempotent(
     assert code == 2 and "unknown function 'phone_bz'" in err
     with Session(engine) as session:
         assert session.scalar(select(func.count()).select_from(EventMapping)) == 0
-    assert redis.get(VERSION_KEY) is None
+    assert redis.get(CONFIG_VERSION_KEY) is None
 
     code, out, err = run(["mappings", "apply", str(SHIPPED)], env)
     assert code == 0, err
@@ -76,7 +76,7 @@ def test_apply_is_all_or_nothing_and_idempotent(
     assert out.startswith(
         f"no change: version {version}; rules: 0 added, 0 updated, 0 removed, 3 unchanged"
     )
-    assert redis.get(VERSION_KEY) == version.encode()
+    assert redis.get(CONFIG_VERSION_KEY) == version.encode()
 
 
 def test_test_runs_every_example(mappings: Path) -> None:
@@ -113,7 +113,7 @@ def test_apply_on_an_unmigrated_database_says_so(tmp_path: Path, redis_url: str)
 def test_apply_names_unset_endpoint_variables_and_strict_refuses(
     database_url: str, redis_url: str, engine: Engine, redis: Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from hub.models import Tenant
+    from hub.core.models import Tenant
 
     with Session(engine) as session, session.begin():
         session.add(Tenant(slug="clinic-1", name="Clinic 1"))

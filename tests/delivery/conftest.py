@@ -2,7 +2,7 @@
 
 `TargetServer` is a small Starlette app under uvicorn in a thread: it records every request and
 answers from a script of responses (status, headers, body, delay), then 200. Endpoint configs are
-built with `hub.endpoints.EndpointConfig` and inserted into `webhook_endpoints` directly.
+built with `hub.delivery.endpoints.EndpointConfig` and inserted into `webhook_endpoints` directly.
 """
 
 from __future__ import annotations
@@ -25,9 +25,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from hub import ids
-from hub.endpoints import EndpointConfig
-from hub.models import (
+from hub.core import ids
+from hub.core.models import (
     EventStatus,
     IntegrationEvent,
     Tenant,
@@ -35,7 +34,9 @@ from hub.models import (
     WebhookEndpoint,
     utcnow,
 )
-from hub.settings import Settings
+from hub.core.queues import CONFIG_VERSION_KEY
+from hub.core.settings import Settings
+from hub.delivery.endpoints import EndpointConfig
 from workers import context
 from workers.context import WorkerContext
 from workers.sweeper import SweepContext
@@ -194,7 +195,7 @@ class World:
                     created_at=utcnow(),
                 )
             )
-        self.ctx.redis.incr("hub:config:version")
+        self.ctx.redis.incr(CONFIG_VERSION_KEY)
         return config
 
     def delivery(

@@ -28,8 +28,8 @@ from hub.delivery.adapters import (
     Verdict,
     classify_zapi,
 )
-from hub.endpoints import EndpointConfig
-from hub.processes import free_port
+from hub.delivery.endpoints import EndpointConfig
+from hub.local.processes import free_port
 from tests.delivery.conftest import Reply, TargetServer, ZapiStandIn
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()

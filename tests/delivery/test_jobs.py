@@ -11,10 +11,7 @@ from redis import Redis
 from sqlalchemy import select, update
 from standardwebhooks import Webhook
 
-from hub.delivery.breaker import CircuitBreaker, CircuitState
-from hub.delivery.jobs import deliver_batch
-from hub.delivery.sweeps import enqueue_due_retries, expire_leases, relay_pending
-from hub.models import (
+from hub.core.models import (
     DeadLetter,
     DeadLetterStage,
     DeliveryAttempt,
@@ -25,7 +22,10 @@ from hub.models import (
     WebhookDelivery,
     utcnow,
 )
-from hub.queues import get_queue
+from hub.core.queues import get_queue
+from hub.delivery.breaker import CircuitBreaker, CircuitState
+from hub.delivery.jobs import deliver_batch
+from hub.delivery.sweeps import enqueue_due_retries, expire_leases, relay_pending
 from tests.delivery.conftest import Reply, TargetServer, World
 from workers.context import WorkerContext
 from workers.sweeper import SweepContext

@@ -9,12 +9,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from standardwebhooks import Webhook
 
-from hub import ids
+from hub.core import ids
+from hub.core.models import DeliveryStatus, EventStatus, IntegrationEvent, WebhookDelivery
+from hub.core.queues import PROCESS_EVENTS, enqueue_ids, get_queue
+from hub.core.tenants import get_or_create
 from hub.mapping.apply import apply_mappings
 from hub.mapping.config import load_mappings
-from hub.models import DeliveryStatus, EventStatus, IntegrationEvent, WebhookDelivery
-from hub.queues import enqueue_ids, get_queue
-from hub.tenants import get_or_create
 from tests.conftest import ROOT
 from tests.delivery.conftest import TargetServer, ZapiStandIn
 from workers.context import WorkerContext
@@ -60,7 +60,7 @@ def test_a_lead_reaches_the_crm_signed_marketing_and_whatsapp(
                 correlation_id="corr-lead-1",
             )
         )
-    enqueue_ids(redis, "workers.jobs.process_events", "default", [event_id])
+    enqueue_ids(redis, PROCESS_EVENTS, "default", [event_id])
 
     queues = [get_queue(redis, q) for q in ("high", "default", "notifications", "low", "retry")]
     HubWorker(queues, connection=redis).work(burst=True)

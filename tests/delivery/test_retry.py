@@ -6,6 +6,8 @@ from email.utils import format_datetime
 
 import pytest
 
+from hub.core.models import EndpointKind
+from hub.delivery.endpoints import RetryConfig
 from hub.delivery.retry import (
     NOTIFICATION_DEFAULT,
     WEBHOOK_DEFAULT,
@@ -15,8 +17,6 @@ from hub.delivery.retry import (
     parse_retry_after,
     policy_for,
 )
-from hub.endpoints import RetryConfig
-from hub.models import EndpointKind
 
 NO_JITTER = {"jitter": 0.0}
 

@@ -20,12 +20,12 @@ import httpx
 import pytest
 from standardwebhooks import Webhook
 
-from hub.apikeys import create_key
+from hub.core.models import DeliveryStatus, RetryQueue, WebhookDelivery, utcnow
+from hub.core.settings import Settings
+from hub.ingress.apikeys import create_key
+from hub.local.processes import free_port
 from hub.mapping.apply import apply_mappings
 from hub.mapping.config import load_mappings
-from hub.models import DeliveryStatus, RetryQueue, WebhookDelivery, utcnow
-from hub.processes import free_port
-from hub.settings import Settings
 from tests.conftest import ROOT
 from tests.delivery.conftest import TargetServer, World
 from workers.context import WorkerContext

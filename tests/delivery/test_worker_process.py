@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from hub.models import DeliveryAttempt, DeliveryStatus, WebhookDelivery
-from hub.queues import enqueue_ids
-from hub.settings import Settings
+from hub.core.models import DeliveryAttempt, DeliveryStatus, WebhookDelivery
+from hub.core.queues import DELIVER, enqueue_ids
+from hub.core.settings import Settings
 from tests.delivery.conftest import Reply, TargetServer, World
 from tests.delivery.test_jobs import attempts, delivery, run_until
 from workers.context import WorkerContext
@@ -62,7 +62,7 @@ def test_a_worker_killed_mid_send_leaves_a_lease_that_expires_and_the_delivery_c
     world.endpoint("crm", kind="webhook", url=target.url, timeout="1s")  # lease: 1 s + 2 s
     target.replies(Reply(delay=3))  # the first request hangs
     dlv = world.delivery("crm", {"name": "Ana"})
-    enqueue_ids(ctx.redis, "workers.jobs.deliver", "default", [dlv])
+    enqueue_ids(ctx.redis, DELIVER, "default", [dlv])
     worker = start_worker("default")  # type: ignore[operator]
 
     assert target.arrived.wait(30), "the worker never sent"
@@ -85,7 +85,7 @@ def test_sigterm_lets_the_job_in_hand_finish_then_the_worker_exits(
     world.endpoint("crm", kind="webhook", url=target.url, timeout="5s")
     target.replies(Reply(delay=1))
     dlv = world.delivery("crm", {"name": "Ana"})
-    enqueue_ids(ctx.redis, "workers.jobs.deliver", "default", [dlv])
+    enqueue_ids(ctx.redis, DELIVER, "default", [dlv])
     worker = start_worker("default", "retry")  # type: ignore[operator]
 
     assert target.arrived.wait(30), "the worker never sent"

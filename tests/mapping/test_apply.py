@@ -10,9 +10,10 @@ from redis import Redis
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from hub.mapping.apply import VERSION_KEY, apply_mappings
+from hub.core.models import ConfigVersion, EndpointKind, EventMapping, WebhookEndpoint
+from hub.core.queues import CONFIG_VERSION_KEY
+from hub.mapping.apply import apply_mappings
 from hub.mapping.config import load_mappings
-from hub.models import ConfigVersion, EndpointKind, EventMapping, WebhookEndpoint
 
 SHIPPED = Path(__file__).resolve().parents[2] / "mappings"
 
@@ -43,7 +44,7 @@ def test_first_apply_writes_every_rule_and_endpoint(engine: Engine, redis: Redis
     assert set(active(engine, WebhookEndpoint)) == {
         "crm", "email", "financeiro", "marketing", "whatsapp",
     }  # fmt: skip
-    assert redis.get(VERSION_KEY) == str(result.version).encode()
+    assert redis.get(CONFIG_VERSION_KEY) == str(result.version).encode()
     with Session(engine) as session:
         crm = session.scalars(select(WebhookEndpoint).where(WebhookEndpoint.name == "crm")).one()
         assert crm.kind == EndpointKind.WEBHOOK
@@ -83,7 +84,7 @@ def test_a_changed_rule_gets_a_new_version_and_the_old_one_is_deactivated(
     assert second.rules.removed == ["client-registered"]
     assert second.endpoints.changed is False
     assert active(engine, EventMapping) == {"lead-created": 2, "service-completed": 1}
-    assert redis.get(VERSION_KEY) == str(second.version).encode()
+    assert redis.get(CONFIG_VERSION_KEY) == str(second.version).encode()
     # the removed rule comes back as a new version, not a resurrected old row
     shutil.copy(SHIPPED / "rules" / "client_registered.yaml", mappings / "rules")
     third = apply_mappings(engine, redis, load_mappings(mappings))

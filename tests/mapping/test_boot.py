@@ -7,11 +7,11 @@ from pathlib import Path
 from redis import Redis
 from sqlalchemy import Engine
 
-from hub.mapping.apply import VERSION_KEY
-from hub.mapping.bench import BODY, sample_payload, transforms_per_second
+from hub.bench.mapping import BODY, sample_payload, transforms_per_second
+from hub.core.queues import CONFIG_VERSION_KEY
+from hub.core.settings import Settings
+from hub.local.up import BOOT_STEPS
 from hub.mapping.boot import apply_at_boot
-from hub.settings import Settings
-from hub.up import BOOT_STEPS
 
 
 def test_the_boot_step_is_registered_and_summarises(
@@ -21,7 +21,7 @@ def test_the_boot_step_is_registered_and_summarises(
     first = apply_at_boot(settings, engine)
     assert first.startswith("3 rules, 5 endpoints, version ")
     version = first.rsplit(" ", 1)[1]
-    assert redis.get(VERSION_KEY) == version.encode()
+    assert redis.get(CONFIG_VERSION_KEY) == version.encode()
     assert apply_at_boot(settings, engine) == f"3 rules, 5 endpoints, version {version}, unchanged"
 
 

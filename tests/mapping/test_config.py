@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hub.errors import MappingsError
+from hub.core.errors import MappingsError
 from hub.mapping.config import load_mappings
 
 SHIPPED = Path(__file__).resolve().parents[2] / "mappings"

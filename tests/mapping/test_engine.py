@@ -122,10 +122,10 @@ def test_candidates_are_cached_per_source_and_type(rules: RuleSet) -> None:
 
 
 def test_route_headers_are_text_and_null_ones_are_left_out() -> None:
+    from hub.core.models import EndpointKind
     from hub.mapping.conditions import Problems
     from hub.mapping.engine import compile_rule
     from hub.mapping.rules import RuleConfig
-    from hub.models import EndpointKind
 
     rule = RuleConfig.model_validate(
         {

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from hub.errors import TransformError
+from hub.core.errors import TransformError
 from hub.mapping.conditions import Problems
 from hub.mapping.expressions import compile_value
 

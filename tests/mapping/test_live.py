@@ -8,7 +8,8 @@ from pathlib import Path
 from redis import Redis
 from sqlalchemy import Engine
 
-from hub.mapping.apply import VERSION_KEY, apply_mappings
+from hub.core.queues import CONFIG_VERSION_KEY
+from hub.mapping.apply import apply_mappings
 from hub.mapping.config import load_mappings
 from hub.mapping.live import LiveMappings, live_mappings
 
@@ -47,7 +48,7 @@ def test_without_the_redis_key_the_database_version_is_used(engine: Engine, redi
     live = LiveMappings(interval=0.0, db_interval=0.0)
     assert live.get(engine, redis).version == 0
     result = apply_mappings(engine, None, load_mappings(SHIPPED))  # Redis was not told
-    assert redis.get(VERSION_KEY) is None
+    assert redis.get(CONFIG_VERSION_KEY) is None
     assert live.get(engine, redis).version == result.version
     assert live.get(engine, None).version == result.version
 

@@ -14,13 +14,13 @@ import pytest
 from redis import Redis
 from starlette.testclient import TestClient
 
-from hub.apikeys import create_key
 from hub.app import create_app
-from hub.db import session_factory
+from hub.core.db import session_factory
+from hub.core.models import KeyKind
+from hub.core.queues import PRIORITY, get_queue
+from hub.core.settings import Settings
 from hub.delivery.jobs import deliver_batch
-from hub.models import KeyKind
-from hub.queues import PRIORITY, get_queue
-from hub.settings import Settings
+from hub.ingress.apikeys import create_key
 from tests.delivery.conftest import Reply, TargetServer, World
 from workers import context
 from workers.context import WorkerContext

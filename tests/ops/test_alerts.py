@@ -7,9 +7,9 @@ import base64
 import pytest
 from standardwebhooks import Webhook
 
-from hub.alerts import post_alerts
-from hub.queues import enqueue_ids, get_queue
-from hub.settings import Settings
+from hub.core.queues import DELIVER, enqueue_ids, get_queue
+from hub.core.settings import Settings
+from hub.ops.alerts import post_alerts
 from tests.delivery.conftest import TargetServer, World
 from workers.context import WorkerContext
 from workers.sweeper import SweepContext
@@ -33,7 +33,7 @@ def test_each_alert_is_posted_once_signed_and_again_when_it_returns(
     )
     assert post_alerts(sweep) == 0  # all calm
 
-    enqueue_ids(ctx.redis, "workers.jobs.deliver", "default", ["dlv_a"])  # no worker alive
+    enqueue_ids(ctx.redis, DELIVER, "default", ["dlv_a"])  # no worker alive
     assert post_alerts(sweep) == 1
     assert post_alerts(sweep) == 0  # still the same alert: not posted twice
     [seen] = target.seen
@@ -42,7 +42,7 @@ def test_each_alert_is_posted_once_signed_and_again_when_it_returns(
 
     get_queue(ctx.redis, "default").empty()
     assert post_alerts(sweep) == 0  # cleared, and forgotten
-    enqueue_ids(ctx.redis, "workers.jobs.deliver", "default", ["dlv_b"])
+    enqueue_ids(ctx.redis, DELIVER, "default", ["dlv_b"])
     assert post_alerts(sweep) == 1
     assert len(target.seen) == 2
 
@@ -50,5 +50,5 @@ def test_each_alert_is_posted_once_signed_and_again_when_it_returns(
 def test_without_an_alert_endpoint_nothing_is_posted(
     ctx: WorkerContext, world: World, settings: Settings
 ) -> None:
-    enqueue_ids(ctx.redis, "workers.jobs.deliver", "default", ["dlv_a"])
+    enqueue_ids(ctx.redis, DELIVER, "default", ["dlv_a"])
     assert post_alerts(SweepContext(settings, ctx.engine, ctx.redis)) == 0

@@ -7,8 +7,14 @@ import base64
 from rq.registry import FailedJobRegistry
 from starlette.testclient import TestClient
 
-from hub import replay
-from hub.models import DeadLetter, DeadLetterStatus, DeliveryStatus, EventStatus, WebhookDelivery
+from hub.core.models import (
+    DeadLetter,
+    DeadLetterStatus,
+    DeliveryStatus,
+    EventStatus,
+    WebhookDelivery,
+)
+from hub.ops import replay
 from tests.delivery.conftest import Reply, TargetServer, World
 from tests.ops.conftest import Keys, auth, dead_delivery, work
 from workers.context import WorkerContext
@@ -74,7 +80,7 @@ def test_requeuing_a_failed_replay_from_the_dashboard_delivers_and_closes_the_de
         assert delivery.status == DeliveryStatus.DELIVERED
         assert letter.status == DeadLetterStatus.REPLAYED and letter.resolved_at is not None
         event = delivery.event_id
-        from hub.models import IntegrationEvent
+        from hub.core.models import IntegrationEvent
 
         assert session.get(IntegrationEvent, event).status == EventStatus.PROCESSED  # type: ignore[union-attr]
     webhook_ids = {seen.headers.get("webhook-id") for seen in target.seen}

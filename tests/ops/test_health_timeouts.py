@@ -10,7 +10,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from hub.app import create_app
-from hub.settings import Settings
+from hub.core.settings import Settings
 
 
 @pytest.fixture

@@ -23,12 +23,18 @@ import orjson
 import pytest
 from sqlalchemy import Engine, select
 
-from hub.apikeys import create_key
-from hub.db import session_factory
-from hub.metrics import sample_value
-from hub.models import DeadLetter, DeliveryStatus, EventStatus, IntegrationEvent, WebhookDelivery
-from hub.processes import free_port
-from hub.settings import Settings
+from hub.core.db import session_factory
+from hub.core.metrics import sample_value
+from hub.core.models import (
+    DeadLetter,
+    DeliveryStatus,
+    EventStatus,
+    IntegrationEvent,
+    WebhookDelivery,
+)
+from hub.core.settings import Settings
+from hub.ingress.apikeys import create_key
+from hub.local.processes import free_port
 from tests.delivery.conftest import Reply, TargetServer
 
 HUB = [sys.executable, "-m", "hub"]

@@ -10,11 +10,11 @@ from pathlib import Path
 
 from starlette.testclient import TestClient
 
-from hub import metrics
 from hub.app import create_app
-from hub.metrics import sample_value
-from hub.queues import enqueue_ids
-from hub.settings import Settings
+from hub.core import metrics
+from hub.core.metrics import sample_value
+from hub.core.queues import DELIVER, enqueue_ids
+from hub.core.settings import Settings
 from tests.delivery.conftest import TargetServer, World
 from tests.ops.conftest import dead_delivery
 from workers.context import WorkerContext
@@ -29,7 +29,7 @@ def test_metrics_show_counters_and_the_state_of_queues_circuits_and_dead_letters
     metrics.webhook_received("site", "accepted", 0.004)
     dead_delivery(ctx, world, target)
     metrics.delivery_attempted("crm", "dead", 0.02)
-    enqueue_ids(ctx.redis, "workers.jobs.deliver", "retry", ["dlv_a"])
+    enqueue_ids(ctx.redis, DELIVER, "retry", ["dlv_a"])
 
     response = client.get("/metrics")
     assert response.status_code == 200
@@ -48,8 +48,8 @@ def test_metrics_show_counters_and_the_state_of_queues_circuits_and_dead_letters
     assert sample_value(text, "hub_workers_alive") == 0
 
 
-COUNT = "from hub import metrics; metrics.delivery_attempted('crm', 'delivered', 0.05)"
-SHOW = "from hub import metrics; print(metrics.render().decode())"
+COUNT = "from hub.core import metrics; metrics.delivery_attempted('crm', 'delivered', 0.05)"
+SHOW = "from hub.core import metrics; print(metrics.render().decode())"
 
 
 def test_counts_from_separate_processes_add_up(tmp_path: Path) -> None:

@@ -7,9 +7,9 @@ from datetime import datetime, timedelta
 from click.testing import CliRunner
 from sqlalchemy import Engine, func, insert, select
 
-from hub import ids
 from hub.cli import cli
-from hub.models import (
+from hub.core import ids
+from hub.core.models import (
     DeadLetter,
     DeadLetterStage,
     DeadLetterStatus,
@@ -20,14 +20,14 @@ from hub.models import (
     WebhookDelivery,
     utcnow,
 )
-from hub.purge import purge
-from hub.settings import Settings
+from hub.core.settings import Settings
+from hub.ops.purge import purge
 
 EPOCH = datetime(1970, 1, 1)
 
 
 def made_at(prefix: str, when: datetime, n: int) -> str:
-    """An id as `hub.ids.new_id` would have made it at `when` (n keeps them apart)."""
+    """An id as `hub.core.ids.new_id` would have made it at `when` (n keeps them apart)."""
     return ids.floor_id(prefix, int((when - EPOCH).total_seconds() * 1000) + n)
 
 

@@ -7,10 +7,8 @@ from pathlib import Path
 import orjson
 from sqlalchemy import insert, select
 
-from hub import ids, replay
-from hub.mapping.apply import apply_mappings
-from hub.mapping.config import load_mappings
-from hub.models import (
+from hub.core import ids
+from hub.core.models import (
     DeadLetter,
     DeadLetterStatus,
     DeliveryStatus,
@@ -19,7 +17,10 @@ from hub.models import (
     WebhookDelivery,
     utcnow,
 )
-from hub.routing import process_events
+from hub.mapping.apply import apply_mappings
+from hub.mapping.config import load_mappings
+from hub.mapping.routing import process_events
+from hub.ops import replay
 from tests.delivery.conftest import Reply, TargetServer, World
 from tests.ops.conftest import work
 from workers.context import WorkerContext

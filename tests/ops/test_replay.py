@@ -8,14 +8,14 @@ from click.testing import CliRunner
 from sqlalchemy import select, update
 from starlette.testclient import TestClient
 
-from hub import replay
 from hub.cli import cli
-from hub.dead_letters import DeadLetterFilter
+from hub.core.dead_letters import DeadLetterFilter
+from hub.core.errors import NotFound
+from hub.core.models import DeadLetter, DeadLetterStatus, DeliveryStatus, WebhookDelivery
+from hub.core.queues import get_queue
+from hub.core.settings import Settings
 from hub.delivery.jobs import deliver_batch
-from hub.errors import NotFound
-from hub.models import DeadLetter, DeadLetterStatus, DeliveryStatus, WebhookDelivery
-from hub.queues import get_queue
-from hub.settings import Settings
+from hub.ops import replay
 from tests.delivery.conftest import Reply, TargetServer, World
 from tests.ops.conftest import Keys, auth, dead_delivery, work
 from workers.context import WorkerContext

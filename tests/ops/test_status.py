@@ -10,11 +10,11 @@ from redis import Redis
 from starlette.testclient import TestClient
 
 from hub.cli import cli
+from hub.core.models import utcnow
+from hub.core.queues import DELIVER, enqueue_ids
+from hub.core.settings import Settings
 from hub.delivery.breaker import CircuitBreaker
-from hub.models import utcnow
-from hub.queues import enqueue_ids
-from hub.settings import Settings
-from hub.status import collect
+from hub.ops.status import collect
 from tests.delivery.conftest import TargetServer, World
 from tests.ops.conftest import Keys, auth, dead_delivery
 from workers.context import WorkerContext
@@ -24,7 +24,7 @@ def test_a_queue_waiting_too_long_raises_a_backlog_alert(
     ctx: WorkerContext, world: World, settings: Settings
 ) -> None:
     ids = ["dlv_x", "dlv_y"]
-    enqueue_ids(ctx.redis, "workers.jobs.deliver", "notifications", ids, batch_size=1)
+    enqueue_ids(ctx.redis, DELIVER, "notifications", ids, batch_size=1)
     now = utcnow()
     calm = collect(ctx.engine, ctx.redis, settings, now=now)
     assert calm["queues"]["notifications"]["depth"] == 2
@@ -81,7 +81,7 @@ def test_hub_status_prints_tables_and_json(
     assert table.exit_code == 0, table.output
     assert "queue" in table.output and "retry" in table.output and "no alerts" in table.output
 
-    enqueue_ids(redis, "workers.jobs.deliver", "low", ["dlv_z"])
+    enqueue_ids(redis, DELIVER, "low", ["dlv_z"])
     as_json = runner.invoke(cli, ["status", "--json"], env=env)
     assert as_json.exit_code == 1  # an alert: a job waits and no worker is alive
     snapshot = orjson.loads(as_json.output)

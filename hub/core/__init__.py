@@ -1,0 +1,17 @@
+"""The small core every stage stands on: what hub *is*, with no stage's behaviour.
+
+settings.py     the one Settings class (HUB_* variables, .env)
+errors.py       the one error tree (HTTP status, code and exit code per class)
+responses.py    that tree as the JSON error body of HTTP answers
+ids.py units.py public ids (evt_, dlv_, dlq_), durations, sizes and rates
+db.py schema.py the engine, migrations (alembic) and their checks
+models.py       the tables, their statuses as enums
+queues.py       queue names, job names, Redis keys and the Redis connection, defined once
+context.py      the Protocols jobs and sweep tasks receive (what workers/ passes in)
+crypto.py       payload encryption at rest; signing.py: Standard Webhooks signatures made
+logs.py         structured JSON logs without personal data; metrics.py: Prometheus
+yamlfile.py     YAML with line numbers; envrefs.py: `env:` references; tenants.py: slugs
+dead_letters.py the dead-letter registry: opened by mapping and delivery, read by ops
+
+May import: nothing else of hub.
+"""

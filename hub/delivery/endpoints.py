@@ -1,0 +1,187 @@
+"""Endpoints: where deliveries go (mappings/endpoints.yaml), resolved per tenant at send time.
+
+```yaml
+endpoints:
+  crm:
+    kind: webhook                            # webhook | zapi | email
+    url: "env:{TENANT}_CRM_URL"
+    headers: {Authorization: "env:{TENANT}_CRM_TOKEN"}
+    signing_secret: "env:{TENANT}_CRM_SIGNING_SECRET"
+    timeout: 10s
+    retry: {max_attempts: 8, base: 10s, max_delay: 6h}
+    circuit: {failures: 5, recovery: 30s}
+    rate_limit: 10/s
+  whatsapp: {kind: zapi, url: "env:ZAPI_BASE_URL", instance: "env:{TENANT}_ZAPI_INSTANCE",
+             token: "env:{TENANT}_ZAPI_TOKEN", client_token: "env:{TENANT}_ZAPI_CLIENT_TOKEN"}
+  email: {kind: email, host: "env:SMTP_HOST", port: "env:SMTP_PORT", username: "env:SMTP_USER",
+          password: "env:SMTP_PASSWORD", starttls: true, from_addr: "env:SMTP_FROM"}
+```
+Secrets (signing_secret, header values, token, client_token, password) must be `env:` references.
+Durations are stored as seconds. `retry` fields left out take the kind's defaults (see
+hub.delivery.retry).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, Field, field_validator, model_validator
+
+from hub.core import envrefs
+from hub.core.errors import MappingsError
+from hub.core.models import EndpointKind
+from hub.core.units import parse_duration, parse_rate
+from hub.core.yamlfile import ConfigModel, load_named_section
+
+ENDPOINTS_FILE = "endpoints.yaml"
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Rate = Annotated[str, BeforeValidator(parse_rate)]
+
+
+def _ref_only(value: str | None, what: str) -> str | None:
+    if value is not None and not (envrefs.is_ref(value) and envrefs.valid_ref(value)):
+        raise ValueError(f"{what} is a secret: write a reference like 'env:{{TENANT}}_NAME'")
+    return value
+
+
+class RetryConfig(ConfigModel):
+    max_attempts: int | None = Field(default=None, ge=1, le=100)
+    base: Duration | None = None  # exponential: base * 2**(attempt-1), capped at max_delay
+    max_delay: Duration | None = None
+    schedule: list[Duration] | None = None  # explicit delays before attempts 2, 3, …
+    jitter: float = Field(default=0.2, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> RetryConfig:
+        if self.schedule is not None and self.base is not None:
+            raise ValueError("give either schedule or base (with max_delay), not both")
+        return self
+
+
+class CircuitConfig(ConfigModel):
+    failures: int = Field(default=5, ge=1)
+    recovery: Duration = 30.0
+
+
+class EndpointConfig(ConfigModel):
+    kind: EndpointKind
+    url: str | None = None  # webhook: base URL (route paths are appended); zapi: API base
+    method: str = "POST"
+    headers: dict[str, str] = Field(default_factory=dict)
+    signing_secret: str | None = None
+    timeout: Duration = 10.0
+    retry: RetryConfig = RetryConfig()
+    circuit: CircuitConfig = CircuitConfig()
+    rate_limit: Rate | None = None
+    # zapi
+    instance: str | None = None
+    token: str | None = None
+    client_token: str | None = None
+    # email
+    host: str | None = None
+    port: int | str | None = None  # a number, or a reference such as "env:SMTP_PORT"
+    username: str | None = None
+    password: str | None = None
+    starttls: bool = False
+    from_addr: str | None = None
+
+    @field_validator("method")
+    @classmethod
+    def _method(cls, value: str) -> str:
+        method = value.upper()
+        if method not in ("POST", "PUT", "PATCH", "DELETE", "GET"):
+            raise ValueError("method is one of POST, PUT, PATCH, DELETE, GET")
+        return method
+
+    @field_validator("port")
+    @classmethod
+    def _port(cls, value: int | str | None) -> int | str | None:
+        if isinstance(value, str):
+            if envrefs.is_ref(value) and envrefs.valid_ref(value):
+                return value
+            if not value.isdigit():
+                raise ValueError("port is a number or a reference like 'env:SMTP_PORT'")
+            value = int(value)
+        if value is not None and not 1 <= value <= 65535:
+            raise ValueError("port is between 1 and 65535")
+        return value
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout(cls, value: float) -> float:
+        if not 0 < value <= 300:
+            raise ValueError("timeout is between 0 and 5 minutes")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _header_secrets(cls, headers: dict[str, str]) -> dict[str, str]:
+        for name, value in headers.items():
+            if name.lower() in ("authorization", "x-api-key", "client-token", "cookie"):
+                _ref_only(value, f"header {name}")
+        return headers
+
+    @model_validator(mode="after")
+    def _per_kind(self) -> EndpointConfig:
+        _ref_only(self.signing_secret, "signing_secret")
+        _ref_only(self.token, "token")
+        _ref_only(self.client_token, "client_token")
+        _ref_only(self.password, "password")
+        required = {
+            EndpointKind.WEBHOOK: ("url",),
+            EndpointKind.ZAPI: ("url", "instance", "token"),
+            EndpointKind.EMAIL: ("host", "from_addr"),
+        }[self.kind]
+        missing = [name for name in required if getattr(self, name) is None]
+        if missing:
+            raise ValueError(f"a {self.kind.value} endpoint needs {', '.join(missing)}")
+        return self
+
+    def env_refs(self) -> list[tuple[str, str]]:
+        """(field, reference) for every `env:` value, to check that a tenant has them all set."""
+        out: list[tuple[str, str]] = []
+        data: dict[str, Any] = self.model_dump(mode="json")
+        for key, value in data.items():
+            if isinstance(value, str) and envrefs.is_ref(value):
+                out.append((key, value))
+        for name, value in self.headers.items():
+            if envrefs.is_ref(value):
+                out.append((f"headers.{name}", value))
+        return out
+
+
+def load_endpoints(mappings_dir: Path) -> dict[str, EndpointConfig]:
+    """Every endpoint of `mappings_dir/endpoints.yaml`; MappingsError lists every problem."""
+    endpoints, problems = read_endpoints(mappings_dir)
+    if problems:
+        raise MappingsError(problems)
+    return endpoints
+
+
+def read_endpoints(mappings_dir: Path) -> tuple[dict[str, EndpointConfig], list[str]]:
+    """(endpoints, problems), for loaders that gather the problems of several files."""
+    path = mappings_dir / ENDPOINTS_FILE
+    if not path.is_file():
+        return {}, [f"{path}:1 (top): missing file (endpoints.yaml declares the targets)"]
+    return load_named_section(path, "endpoints", EndpointConfig)
+
+
+def unset_references(
+    endpoints: dict[str, EndpointConfig],
+    tenant_slugs: list[str],
+    environ: Mapping[str, str] | None = None,
+) -> list[str]:
+    """One line per `env:` reference that some tenant has unset, naming variable and endpoint."""
+    env = envrefs.ENVIRONMENT if environ is None else environ
+    missing: dict[str, list[str]] = {}
+    for name, config in sorted(endpoints.items()):
+        for field, ref in config.env_refs():
+            per_tenant = "{TENANT}" in ref
+            for slug in tenant_slugs if per_tenant else [None]:
+                variable = envrefs.variable_name(ref, slug)
+                if not env.get(variable):
+                    missing.setdefault(f"endpoint {name} ({field})", []).append(variable)
+    return [f"{where}: {', '.join(sorted(set(v)))} not set" for where, v in missing.items()]

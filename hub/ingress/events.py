@@ -1,0 +1,232 @@
+"""Storing incoming events exactly once, then handing them to the queues (outbox pattern).
+
+`store_events(engine, events)` inserts a batch in one transaction: a row whose (tenant, source,
+external id) already exists is skipped by the database (INSERT IGNORE / ON CONFLICT DO NOTHING),
+and every event comes back as `Stored(event_id, created)`: its own new id, or the id of the event
+stored first. Nothing fails the whole batch because one row is a duplicate.
+
+`enqueue_events` sends one `process_events` job per batch of ids to each queue and marks them
+`queued`. The web process stores through `hub.ingress.writer.EventWriter` (group commit); events
+that Redis missed stay `received`, and the sweeper's relay (`hub.ingress.relay`) enqueues them.
+
+Only this module catches IntegrityError.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from redis import Redis
+from sqlalchemy import Connection, Engine, Table, insert, select, tuple_, update
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+
+from hub.core import ids
+from hub.core.errors import DatabaseUnavailable, HubError
+from hub.core.models import EventStatus, IntegrationEvent, utcnow
+from hub.core.queues import PROCESS_EVENTS, enqueue_ids
+
+log = logging.getLogger("hub.ingress.events")
+
+JOB_BATCH = 100  # event ids per process_events job
+DEADLOCK_RETRIES = 3
+_RETRYABLE_MYSQL = {1205, 1213}  # lock wait timeout, deadlock
+
+events_table: Table = IntegrationEvent.__table__  # type: ignore[assignment]
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """An event as ingress hands it over; `payload` is already encrypted."""
+
+    tenant_id: int
+    source: str
+    external_id: str
+    event_type: str
+    queue: str
+    payload: bytes
+    headers: dict[str, str]
+    correlation_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Stored:
+    event_id: str
+    created: bool  # False: a duplicate, `event_id` is the first one's
+
+
+# -- the store ------------------------------------------------------------------------------------
+
+
+def store_event(engine: Engine, event: NewEvent) -> Stored:
+    """Store one event; `Stored(event_id, created)`."""
+    return store_events(engine, [event])[0]
+
+
+def store_events(engine: Engine, events: Sequence[NewEvent]) -> list[Stored]:
+    """Store a batch in one transaction, skipping duplicates row by row; results in order.
+
+    Raises DatabaseUnavailable when the database cannot be reached (nothing is stored then).
+    """
+    if not events:
+        return []
+    now = utcnow()
+    rows: list[dict[str, Any]] = [
+        {
+            "id": ids.new_id(ids.EVENT),
+            "tenant_id": e.tenant_id,
+            "source": e.source,
+            "external_id": e.external_id,
+            "event_type": e.event_type,
+            "queue": e.queue,
+            "status": EventStatus.RECEIVED,
+            "payload": e.payload,
+            "headers": e.headers,
+            "correlation_id": e.correlation_id,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for e in events
+    ]
+    for attempt in range(DEADLOCK_RETRIES + 1):
+        try:
+            with engine.begin() as conn:
+                existing = _insert_skipping_duplicates(conn, rows)
+            break
+        except IntegrityError:
+            # not a duplicate (those are skipped): store row by row so one bad row fails alone
+            return [_store_alone(engine, row) for row in rows]
+        except OperationalError as exc:
+            code = getattr(exc.orig, "args", (None,))[0]
+            if code in _RETRYABLE_MYSQL and attempt < DEADLOCK_RETRIES:
+                time.sleep(0.005 * (attempt + 1))
+                continue
+            raise DatabaseUnavailable(unavailable("cannot store the event", exc)) from exc
+        except SQLAlchemyError as exc:
+            log.error("events.store_failed", exc_info=True, extra={"count": len(rows)})
+            raise DatabaseUnavailable(unavailable("cannot store the event", exc)) from exc
+    results = []
+    for row in rows:
+        first = existing.get((row["tenant_id"], row["source"], row["external_id"]))
+        if first is None:  # refused without an error (e.g. its tenant vanished): never a 202
+            raise HubError("the event was not stored")
+        created = first == row["id"]
+        results.append(Stored(first, created=created))
+        if created and log.isEnabledFor(logging.INFO):
+            log.info(
+                "event.received",
+                extra={
+                    "event_id": first,
+                    "tenant_id": row["tenant_id"],
+                    "source": row["source"],
+                    "correlation_id": row["correlation_id"],
+                    "status": "received",
+                },
+            )
+    return results
+
+
+def _insert_skipping_duplicates(
+    conn: Connection, rows: list[dict[str, Any]]
+) -> dict[tuple[int, str, str], str]:
+    """Insert `rows`, duplicates skipped; the stored id of every row's unique key.
+
+    When the database reports every row inserted (the usual case), the ids are the rows' own
+    and no query is needed; otherwise one SELECT finds the first stored id of each key.
+    """
+    dialect = conn.dialect.name
+    if dialect in ("mysql", "mariadb"):
+        # IGNORE skips duplicate keys; strings are validated before (no silent truncation)
+        stmt: Any = insert(events_table).prefix_with("IGNORE")
+    elif dialect == "sqlite":
+        stmt = sqlite_insert(events_table).on_conflict_do_nothing(
+            index_elements=["tenant_id", "source", "external_id"]
+        )
+    else:
+        stmt = insert(events_table)  # other databases: a duplicate fails the batch, then row by row
+    inserted = conn.execute(stmt, rows).rowcount
+    if inserted == len(rows):
+        return {(r["tenant_id"], r["source"], r["external_id"]): r["id"] for r in rows}
+    keys = {(r["tenant_id"], r["source"], r["external_id"]) for r in rows}
+    found = conn.execute(
+        select(
+            events_table.c.tenant_id,
+            events_table.c.source,
+            events_table.c.external_id,
+            events_table.c.id,
+        ).where(
+            tuple_(events_table.c.tenant_id, events_table.c.source, events_table.c.external_id).in_(
+                list(keys)
+            )
+        )
+    ).all()
+    return {(t, s, x): i for t, s, x, i in found}
+
+
+def _store_alone(engine: Engine, row: dict[str, Any]) -> Stored:
+    try:
+        with engine.begin() as conn:
+            existing = _insert_skipping_duplicates(conn, [row])
+    except IntegrityError as exc:
+        with engine.connect() as conn:
+            first = conn.scalar(
+                select(events_table.c.id).where(
+                    events_table.c.tenant_id == row["tenant_id"],
+                    events_table.c.source == row["source"],
+                    events_table.c.external_id == row["external_id"],
+                )
+            )
+        if first is None:
+            raise HubError(f"cannot store the event: {type(exc).__name__}") from exc
+        return Stored(first, created=False)
+    except SQLAlchemyError as exc:
+        raise DatabaseUnavailable(unavailable("cannot store the event", exc)) from exc
+    first = existing[(row["tenant_id"], row["source"], row["external_id"])]
+    return Stored(first, created=first == row["id"])
+
+
+def unavailable(what: str, exc: SQLAlchemyError) -> str:
+    """The DatabaseUnavailable message for `what`, naming the driver error, never its text."""
+    orig = getattr(exc, "orig", None)
+    return f"{what}: the database is unavailable ({type(orig or exc).__name__})"
+
+
+# -- handing events to the queues -----------------------------------------------------------------
+
+
+def enqueue_events(engine: Engine, redis: Redis, events: Sequence[tuple[str, str]]) -> int:
+    """Enqueue `process_events` for (event_id, queue) pairs, then mark them `queued`.
+
+    Raises RedisUnavailable (events stay `received` for the relay) or DatabaseUnavailable.
+    """
+    by_queue: dict[str, list[str]] = defaultdict(list)
+    for event_id, queue in events:
+        by_queue[queue].append(event_id)
+    for queue, event_ids in by_queue.items():
+        enqueue_ids(redis, PROCESS_EVENTS, queue, event_ids, batch_size=JOB_BATCH)
+    mark_queued(engine, [event_id for event_id, _ in events])
+    for queue, event_ids in by_queue.items():  # one line per batch: the ids are in the jobs
+        log.info("events.queued", extra={"count": len(event_ids), "queue": queue})
+    return len(events)
+
+
+def mark_queued(engine: Engine, event_ids: Sequence[str]) -> None:
+    """`received` → `queued` (a worker may already have moved them further: left alone)."""
+    if not event_ids:
+        return
+    stmt = (
+        update(events_table)
+        .where(events_table.c.id.in_(list(event_ids)))
+        .where(events_table.c.status == EventStatus.RECEIVED)
+        .values(status=EventStatus.QUEUED, updated_at=utcnow())
+    )
+    try:
+        with engine.begin() as conn:
+            conn.execute(stmt)
+    except SQLAlchemyError as exc:
+        raise DatabaseUnavailable(unavailable("cannot mark events queued", exc)) from exc

@@ -1,0 +1,204 @@
+"""Incoming rate limits per (tenant, source), counted in Redis and shared by every web process.
+
+The limit is the tenant's override in `rate_limits` (for that source, else for every source), else
+the source's `rate_limit` in sources.yaml, else HUB_DEFAULT_RATE_LIMIT. Counting uses the `limits`
+library's sliding-window counter (two small counters per key, whatever the limit). An exceeded
+limit raises RateLimited with the seconds until the window lets the next request through.
+
+Redis down does not stop ingress (events are still stored): the check is skipped, logged, and not
+retried for `REDIS_PAUSE` seconds so a dead Redis costs no time per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+
+from limits import RateLimitItem, parse
+from limits.aio.storage import RedisStorage
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from limits.errors import StorageError
+from redis.exceptions import RedisError
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from hub.core.errors import DatabaseUnavailable, RateLimited, SettingError
+from hub.core.models import RateLimit
+from hub.core.queues import RATELIMIT_PREFIX
+from hub.core.units import parse_rate
+
+log = logging.getLogger("hub.ingress.ratelimit")
+
+OVERRIDES_TTL = 10.0  # seconds a tenant's overrides are trusted by a web process
+REDIS_PAUSE = 2.0  # seconds without checks after Redis failed
+REDIS_TIMEOUT = 0.5
+
+Overrides = dict[str | None, str]  # source (None: every source) -> limit
+OverridesLoader = Callable[[int], Awaitable[Overrides]]
+
+
+def load_overrides(engine: Engine, tenant_id: int) -> Overrides:
+    """A tenant's rows in `rate_limits`, by source."""
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(RateLimit.source, RateLimit.limit).where(RateLimit.tenant_id == tenant_id)
+            ).all()
+    except SQLAlchemyError as exc:
+        raise DatabaseUnavailable(f"cannot read rate limits ({type(exc).__name__})") from exc
+    return {row.source: row.limit for row in rows}
+
+
+def choose_limit(overrides: Overrides, source: str, source_limit: str | None, default: str) -> str:
+    """The limit in force: tenant+source override, tenant-wide override, source, default."""
+    if source in overrides:
+        return overrides[source]
+    if None in overrides:
+        return overrides[None]
+    return source_limit or default
+
+
+def limits_url(redis_url: str) -> str:
+    """Our Redis URL in the `limits` library's async notation."""
+    if redis_url.startswith("unix://"):
+        return "async+redis+unix://" + redis_url.removeprefix("unix://")
+    if redis_url.startswith(("redis://", "rediss://")):
+        return "async+" + redis_url
+    raise SettingError("HUB_REDIS_URL", f"unsupported Redis URL for rate limits: {redis_url}")
+
+
+class RateLimiter:
+    """`check(tenant_id, source, source_limit)`: count one request or raise RateLimited."""
+
+    def __init__(
+        self,
+        redis_url: str,
+        default_limit: str,
+        load: OverridesLoader,
+        *,
+        overrides_ttl: float = OVERRIDES_TTL,
+    ) -> None:
+        try:
+            self.default = parse_rate(default_limit)
+        except ValueError as exc:
+            raise SettingError("HUB_DEFAULT_RATE_LIMIT", str(exc)) from exc
+        storage = RedisStorage(
+            limits_url(redis_url),
+            implementation="redispy",
+            key_prefix=RATELIMIT_PREFIX,
+            wrap_exceptions=True,
+            socket_timeout=REDIS_TIMEOUT,
+            socket_connect_timeout=REDIS_TIMEOUT,
+        )
+        self._strategy = SlidingWindowCounterRateLimiter(storage)
+        self._load = load
+        self._ttl = overrides_ttl
+        self._overrides: dict[int, tuple[float, Overrides]] = {}
+        self._items: dict[str, RateLimitItem] = {}
+        self._paused_until = 0.0
+        self._waiting: dict[tuple[str, str, str], list[asyncio.Future[None]]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def for_engine(cls, engine: Engine, redis_url: str, default_limit: str) -> RateLimiter:
+        async def load(tenant_id: int) -> Overrides:
+            return await asyncio.to_thread(load_overrides, engine, tenant_id)
+
+        return cls(redis_url, default_limit, load)
+
+    async def limit_for(self, tenant_id: int, source: str, source_limit: str | None) -> str:
+        cached = self._overrides.get(tenant_id)
+        if cached is None or cached[0] <= time.monotonic():
+            cached = (time.monotonic() + self._ttl, await self._load(tenant_id))
+            self._overrides[tenant_id] = cached
+        return choose_limit(cached[1], source, source_limit, self.default)
+
+    async def check(self, tenant_id: int, source: str, source_limit: str | None) -> None:
+        """Count one request; RateLimited when over the limit (Redis down: let through).
+
+        Concurrent requests for one (tenant, source) share Redis round trips: while one hit is
+        in flight, later requests wait and are counted together (`cost=n`); only when that
+        batch does not fit are they counted one by one, so the limit stays exact.
+        """
+        if time.monotonic() < self._paused_until:
+            return
+        item = self._item(await self.limit_for(tenant_id, source, source_limit))
+        key = (str(tenant_id), source, str(item))
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiting = self._waiting.get(key)
+        if waiting is None:
+            self._waiting[key] = []
+            task = asyncio.create_task(self._drain(item, key, [future]))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        else:
+            waiting.append(future)
+        await future
+
+    async def _drain(
+        self, item: RateLimitItem, key: tuple[str, str, str], batch: list[asyncio.Future[None]]
+    ) -> None:
+        try:
+            await asyncio.sleep(0)  # let requests already read in this loop turn join the batch
+            batch += self._waiting[key]
+            self._waiting[key] = []
+            while batch:
+                await self._settle(item, key, batch)
+                batch, self._waiting[key] = self._waiting[key], []
+        finally:
+            for future in self._waiting.pop(key, []):  # only on cancellation
+                if not future.done():
+                    future.set_result(None)
+
+    async def _settle(
+        self, item: RateLimitItem, key: tuple[str, str, str], batch: list[asyncio.Future[None]]
+    ) -> None:
+        ids = key[:2]
+        try:
+            if await self._strategy.hit(item, *ids, cost=len(batch)):
+                _answer(batch, None)
+                return
+            for index, future in enumerate(batch):
+                if len(batch) > 1 and await self._strategy.hit(item, *ids):
+                    _answer([future], None)
+                    continue
+                stats = await self._strategy.get_window_stats(item, *ids)
+                retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+                limited = RateLimited(
+                    f"more than {item} for this source; retry in {retry_after}s",
+                    retry_after=retry_after,
+                )
+                _answer(batch[index:], limited)
+                return
+        except (StorageError, RedisError, OSError) as exc:
+            self._paused_until = time.monotonic() + REDIS_PAUSE
+            log.warning(
+                "ratelimit.unavailable",
+                extra={"source": key[1], "tenant_id": key[0], "error_class": type(exc).__name__},
+            )
+            _answer(batch, None)
+
+    def _item(self, limit: str) -> RateLimitItem:
+        """The parsed limit; a malformed override row is logged and the default used instead."""
+        item = self._items.get(limit)
+        if item is None:
+            try:
+                item = parse(parse_rate(limit))
+            except ValueError:
+                log.error("ratelimit.bad_limit", extra={"reason": f"not a rate: {limit[:64]!r}"})
+                item = parse(self.default)
+            self._items[limit] = item
+        return item
+
+
+def _answer(futures: list[asyncio.Future[None]], error: RateLimited | None) -> None:
+    for future in futures:
+        if future.done():
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)

@@ -1,0 +1,519 @@
+"""`POST /webhooks/{source}`: a webhook in, a durable event out.
+
+    authenticate → find the source → may this key and address send here → rate limit
+    → content type and size → read the body (streamed, capped) → verify the signature
+    → parse JSON → event id and type → store (group commit) → respond 202 / 200 duplicate
+
+A 202 is sent only after the event row is committed; the enqueue of `process_events` follows
+(batched, see hub.ingress.writer). Everything a request needs that can be done once is done at
+start: sources compiled (signature verifier, extractors, networks), keys cached
+(hub.ingress.apikeys).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ipaddress
+import itertools
+import logging
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.datastructures import Headers
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from hub.core import envrefs, metrics
+from hub.core.crypto import Cipher
+from hub.core.errors import (
+    AddressNotAllowed,
+    BadRequest,
+    HubError,
+    InvalidApiKey,
+    InvalidJson,
+    MissingApiKey,
+    MissingEventField,
+    PayloadTooLarge,
+    SettingError,
+    SignatureNotConfigured,
+    SourceNotAllowed,
+    UnknownSource,
+    UnsupportedMediaType,
+)
+from hub.core.queues import redis_url
+from hub.core.responses import error_response
+from hub.core.settings import Settings
+from hub.ingress.apikeys import USAGE_FLUSH_INTERVAL, KeyCache, KeyRecord, UsageTracker
+from hub.ingress.events import NewEvent, Stored
+from hub.ingress.principals import presented_key
+from hub.ingress.ratelimit import RateLimiter
+from hub.ingress.signatures import SignatureScheme, scheme_for
+from hub.ingress.sources import SOURCES_FILE, Extractor, SourceConfig, load_sources
+from hub.ingress.writer import EventWriter
+
+log = logging.getLogger("hub.ingress.route")
+
+CORRELATION_HEADER = "x-correlation-id"
+SOURCES_CHECK_INTERVAL = 2.0  # seconds between looks at sources.yaml's modification time
+_CORRELATION_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
+_SIMPLE_PATH = re.compile(r"^\$((?:\.[A-Za-z_][A-Za-z0-9_\-]*)+)$")
+_JSON_TYPE = re.compile(r"^application/(?:[\w.+-]+\+)?json$")
+# never stored with the event: credentials and anything that looks like one
+_SECRET_HEADER = re.compile(r"authorization|api-key|apikey|cookie|token|secret|signature|password")
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+ValueGetter = Callable[[Headers, Any], object]
+
+
+# -- sources compiled once ------------------------------------------------------------------------
+
+
+def compile_extractor(extractor: Extractor) -> ValueGetter:
+    """A function (headers, parsed body) -> value or None, for a source's event_id / event_type."""
+    if extractor.const is not None:
+        value = extractor.const
+        return lambda _headers, _body: value
+    if extractor.header is not None:
+        header = extractor.header.lower()
+        return lambda headers, _body: headers.get(header)
+    assert extractor.jsonpath is not None
+    simple = _SIMPLE_PATH.match(extractor.jsonpath)
+    if simple:
+        steps = simple.group(1).split(".")[1:]
+
+        def walk(_headers: Headers, body: Any) -> object:
+            for step in steps:
+                if not isinstance(body, dict):
+                    return None
+                body = body.get(step)
+            return body
+
+        return walk
+    from jsonpath_ng.ext import parse
+
+    compiled = parse(extractor.jsonpath)
+
+    def find(_headers: Headers, body: Any) -> object:
+        matches = compiled.find(body)
+        return matches[0].value if matches else None
+
+    return find
+
+
+@dataclass(frozen=True)
+class Source:
+    """A source from sources.yaml, ready for requests."""
+
+    name: str
+    queue: str
+    max_body: int
+    rate_limit: str | None
+    networks: tuple[Network, ...]
+    scheme: SignatureScheme | None
+    secret_refs: tuple[str, ...]
+    event_type: ValueGetter
+    event_type_desc: str
+    event_id: ValueGetter | None
+    event_id_desc: str
+    event_id_optional: bool  # from a header: absent means the SHA-256 of the body
+
+    @classmethod
+    def compile(cls, name: str, config: SourceConfig, settings: Settings) -> Source:
+        scheme = None
+        if config.signature is not None:
+            sig = config.signature
+            scheme = scheme_for(
+                sig.scheme.value,
+                header=sig.header,
+                encoding="base64" if sig.encoding == "base64" else "hex",
+                prefix=sig.prefix,
+            )
+        return cls(
+            name=name,
+            queue=config.effective_queue.value,
+            max_body=config.max_body or settings.body_limit,
+            rate_limit=config.rate_limit,
+            networks=tuple(config.allowed_ips),
+            scheme=scheme,
+            secret_refs=tuple(config.signature.secrets) if config.signature else (),
+            event_type=compile_extractor(config.event_type),
+            event_type_desc=_describe(config.event_type),
+            event_id=compile_extractor(config.event_id) if config.event_id else None,
+            event_id_desc=_describe(config.event_id) if config.event_id else "",
+            event_id_optional=config.event_id is not None and config.event_id.header is not None,
+        )
+
+
+def _describe(extractor: Extractor) -> str:
+    if extractor.header is not None:
+        return f"header {extractor.header}"
+    if extractor.jsonpath is not None:
+        return extractor.jsonpath
+    return "constant"
+
+
+def sources_stamp(settings: Settings) -> float | None:
+    """When sources.yaml last changed (None: absent)."""
+    try:
+        return (settings.mappings_dir / SOURCES_FILE).stat().st_mtime
+    except OSError:
+        return None
+
+
+def compile_sources(settings: Settings) -> dict[str, Source]:
+    """The sources of HUB_MAPPINGS_DIR, compiled; none when there is no sources.yaml yet."""
+    if not (settings.mappings_dir / SOURCES_FILE).is_file():
+        log.warning("ingress.no_sources", extra={"reason": f"no {SOURCES_FILE}"})
+        return {}
+    configs = load_sources(settings.mappings_dir)
+    return {name: Source.compile(name, config, settings) for name, config in configs.items()}
+
+
+def parse_networks(cidrs: list[str]) -> tuple[Network, ...]:
+    """HUB_TRUSTED_PROXIES as networks; a bad entry is a SettingError naming it."""
+    try:
+        return tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
+    except ValueError as exc:
+        raise SettingError("HUB_TRUSTED_PROXIES", f"not a list of CIDRs ({exc})") from exc
+
+
+# -- the steps ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Ingress:
+    """What the route needs, built once per web process (see `serving`)."""
+
+    settings: Settings
+    sources: dict[str, Source]
+    keys: KeyCache
+    usage: UsageTracker
+    limiter: RateLimiter
+    writer: EventWriter
+    cipher: Cipher
+    trusted_proxies: tuple[Network, ...]
+    sources_stamp: float | None = None
+
+    def reload_sources(self) -> bool:
+        """Pick up an edited sources.yaml; a broken one is logged and the old sources kept."""
+        stamp = sources_stamp(self.settings)
+        if stamp == self.sources_stamp:
+            return False
+        try:
+            sources = compile_sources(self.settings)
+        except HubError as exc:
+            log.error("ingress.sources_not_reloaded", extra={"reason": exc.message[:500]})
+            self.sources_stamp = stamp  # do not retry until it changes again
+            return False
+        self.sources, self.sources_stamp = sources, stamp
+        log.info("ingress.sources_reloaded", extra={"count": len(sources)})
+        return True
+
+    async def authenticate(self, request: Request) -> KeyRecord:
+        secret = presented_key(request.headers, query=request.query_params)
+        if not secret:
+            raise MissingApiKey(
+                "an API key is required: X-API-Key, Authorization: Bearer or ?api_key="
+            )
+        key = await self.keys.authenticate(secret)
+        if key is None:
+            raise InvalidApiKey("the API key is not valid (unknown, revoked or expired)")
+        self.usage.note(key.id)
+        return key
+
+    def source(self, name: str, key: KeyRecord) -> Source:
+        source = self.sources.get(name)
+        if source is None:
+            raise UnknownSource(f"no source named {name!r}")
+        if key.tenant_id is None:
+            raise SourceNotAllowed("an operator key cannot send webhooks: use a tenant's key")
+        if not key.allows(name):
+            raise SourceNotAllowed(f"this API key may not send to source {name!r}")
+        return source
+
+    def check_address(self, request: Request, source: Source) -> None:
+        if not source.networks:
+            return
+        address = client_address(request, self.trusted_proxies)
+        if address is None or not any(address in net for net in source.networks):
+            raise AddressNotAllowed(f"address {address} may not send to source {source.name!r}")
+
+    async def limit(self, key: KeyRecord, source: Source) -> None:
+        assert key.tenant_id is not None
+        await self.limiter.check(key.tenant_id, source.name, source.rate_limit)
+
+    def verify(self, source: Source, key: KeyRecord, headers: Headers, body: bytes) -> None:
+        if source.scheme is None:
+            return
+        resolved = [envrefs.resolve_optional(ref, key.tenant_slug) for ref in source.secret_refs]
+        in_force = [s for s in resolved if s]
+        if not in_force:
+            names = [envrefs.variable_name(r, key.tenant_slug) for r in source.secret_refs]
+            log.error(
+                "ingress.signature_not_configured",
+                extra={"source": source.name, "tenant": key.tenant_slug, "reason": ",".join(names)},
+            )
+            raise SignatureNotConfigured(
+                f"source {source.name!r} requires a signature but no signing secret is set "
+                "for this tenant"
+            )
+        source.scheme.verify(headers, body, in_force, time.time())
+
+    def identify(
+        self, source: Source, headers: Headers, body: bytes, payload: Any
+    ) -> tuple[str, str]:
+        event_type = _text(source.event_type(headers, payload))
+        if not event_type:
+            raise MissingEventField(f"event type not found ({source.event_type_desc})")
+        if source.event_id is None:
+            return hashlib.sha256(body).hexdigest(), event_type
+        external_id = _text(source.event_id(headers, payload))
+        if not external_id:
+            if source.event_id_optional:  # an optional header such as Idempotency-Key
+                return hashlib.sha256(body).hexdigest(), event_type
+            raise MissingEventField(f"event id not found ({source.event_id_desc})")
+        return external_id, event_type
+
+    async def store(
+        self,
+        key: KeyRecord,
+        source: Source,
+        ids: tuple[str, str],
+        body: bytes,
+        headers: Headers,
+        correlation_id: str,
+    ) -> Stored:
+        assert key.tenant_id is not None
+        external_id, event_type = ids
+        event = NewEvent(
+            tenant_id=key.tenant_id,
+            source=source.name,
+            external_id=external_id,
+            event_type=event_type,
+            queue=source.queue,
+            payload=self.cipher.encrypt(body),
+            headers=storable_headers(headers),
+            correlation_id=correlation_id,
+        )
+        return await self.writer.store(event)
+
+
+def _text(value: object) -> str | None:
+    if value is None or isinstance(value, dict | list):
+        return None
+    text = str(value).strip()
+    if len(text) > 255:
+        raise BadRequest("event id and type are at most 255 characters")
+    return text or None
+
+
+def client_address(
+    request: Request, trusted: tuple[Network, ...]
+) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The peer, or the first untrusted hop of X-Forwarded-For when the peer is a trusted proxy."""
+    if request.client is None:
+        return None
+    try:
+        peer = ipaddress.ip_address(request.client.host)
+    except ValueError:
+        return None
+    if not any(peer in net for net in trusted):
+        return peer
+    forwarded = request.headers.get("x-forwarded-for")
+    if not forwarded:
+        return peer
+    for hop in reversed([h.strip() for h in forwarded.split(",")]):
+        try:
+            address = ipaddress.ip_address(hop)
+        except ValueError:
+            return None
+        if not any(address in net for net in trusted):
+            return address
+    return peer
+
+
+def check_content_type(headers: Headers) -> None:
+    media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if not _JSON_TYPE.match(media):
+        raise UnsupportedMediaType(
+            f"content type {media or '(none)'!r} is not accepted: send application/json"
+        )
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused as soon as it passes `limit` bytes (never held whole when too large)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise BadRequest("Content-Length is not a number")
+        if int(declared) > limit:
+            raise PayloadTooLarge(f"the body is larger than this source's limit of {limit} bytes")
+    chunks = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(
+                    f"the body is larger than this source's limit of {limit} bytes"
+                )
+            chunks.append(chunk)
+    except ClientDisconnect as exc:
+        raise BadRequest("the client disconnected before sending the whole body") from exc
+    return b"".join(chunks)
+
+
+def parse_json(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidJson(
+            f"invalid JSON at line {exc.lineno} column {exc.colno} (char {exc.pos}): {exc.msg}"
+        ) from exc
+
+
+def storable_headers(headers: Headers) -> dict[str, str]:
+    """The request's headers without credentials (API key, tokens, signatures, cookies)."""
+    return {k: v for k, v in headers.items() if not _SECRET_HEADER.search(k)}
+
+
+def correlation_of(headers: Headers) -> str:
+    given = headers.get(CORRELATION_HEADER)
+    if given and _CORRELATION_RE.match(given):
+        return given
+    return f"cor_{_PROCESS_TAG}{next(_counter):x}"
+
+
+# unique, not secret: a random tag per process and a counter (no syscall per request)
+_PROCESS_TAG = secrets.token_hex(6)
+_counter = itertools.count(1)
+
+
+# -- the route ------------------------------------------------------------------------------------
+
+
+async def receive_webhook(request: Request) -> Response:
+    started = time.perf_counter()
+    ingress: Ingress = request.app.state.ingress
+    headers = request.headers
+    correlation_id = correlation_of(headers)
+    request_id = f"req_{_PROCESS_TAG}{next(_counter):x}"
+    request.state.request_id = request_id
+    try:
+        key = await ingress.authenticate(request)
+        source = ingress.source(request.path_params["source"], key)
+        ingress.check_address(request, source)
+        await ingress.limit(key, source)
+        check_content_type(headers)
+        body = await read_body(request, source.max_body)
+        ingress.verify(source, key, headers, body)
+        payload = parse_json(body)
+        ids = ingress.identify(source, headers, body, payload)
+        stored = await ingress.store(key, source, ids, body, headers, correlation_id)
+    except HubError as exc:
+        name = request.path_params["source"]
+        label = name if name in ingress.sources else metrics.UNKNOWN_SOURCE
+        metrics.webhook_received(label, exc.code, time.perf_counter() - started)
+        response = error_response(exc, request_id)
+        response.headers["X-Correlation-Id"] = correlation_id
+        if isinstance(exc, PayloadTooLarge):
+            response.headers["Connection"] = "close"  # do not read the rest of a huge body
+        return response
+    outcome = "accepted" if stored.created else "duplicate"
+    metrics.webhook_received(source.name, outcome, time.perf_counter() - started)
+    return respond(stored, correlation_id)
+
+
+def respond(stored: Stored, correlation_id: str) -> Response:
+    status = "accepted" if stored.created else "duplicate"
+    return Response(
+        orjson.dumps({"event_id": stored.event_id, "status": status}),
+        status_code=202 if stored.created else 200,
+        media_type="application/json",
+        headers={"X-Correlation-Id": correlation_id},
+    )
+
+
+ROUTES: list[BaseRoute] = [Route("/webhooks/{source}", receive_webhook, methods=["POST"])]
+
+
+class FastIngress:
+    """`POST /webhooks/{source}` straight to its handler; everything else through the app.
+
+    The ingress handler answers every HubError itself, so Starlette's router and its two
+    exception middlewares add nothing on the hottest path but their cost.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.state = app.state
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path: str = scope["path"]
+            if path.startswith("/webhooks/") and "/" not in path[10:] and len(path) > 10:
+                scope["app"] = self.app
+                scope["path_params"] = {"source": path[10:]}
+                request = Request(scope, receive, send)
+                try:
+                    response = await receive_webhook(request)
+                except Exception:  # noqa: BLE001 - as ServerErrorMiddleware would: a 500, logged
+                    log.exception("ingress.crashed")
+                    response = error_response(HubError("internal error"), None)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+# -- lifetime -------------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def serving(state: Any) -> AsyncIterator[Ingress]:
+    """Build the Ingress on `state` (the app's: settings, engine, redis), run it, drain it."""
+    settings: Settings = state.settings
+    sources = compile_sources(settings)  # a broken sources.yaml stops the start, with every problem
+    stamp = sources_stamp(settings)
+    trusted = parse_networks(settings.trusted_proxies)
+    limiter = RateLimiter.for_engine(state.engine, redis_url(settings), settings.default_rate_limit)
+    writer = await EventWriter(state.engine, state.redis).start()
+    ingress = Ingress(
+        settings=settings,
+        sources=sources,
+        keys=KeyCache.for_engine(state.engine),
+        usage=UsageTracker(),
+        limiter=limiter,
+        writer=writer,
+        cipher=Cipher.from_settings(settings),
+        trusted_proxies=trusted,
+        sources_stamp=stamp,
+    )
+    state.ingress = ingress
+    housekeeping = asyncio.create_task(_housekeeping(ingress, state.engine))
+    try:
+        yield ingress
+    finally:
+        housekeeping.cancel()
+        with suppress(asyncio.CancelledError):
+            await housekeeping
+        await writer.stop()
+        await asyncio.to_thread(ingress.usage.flush, state.engine)
+
+
+async def _housekeeping(ingress: Ingress, engine: Any) -> None:
+    """Reload sources.yaml when it changes; write keys' last use once a minute."""
+    last_flush = time.monotonic()
+    while True:
+        await asyncio.sleep(SOURCES_CHECK_INTERVAL)
+        ingress.reload_sources()
+        if time.monotonic() - last_flush >= USAGE_FLUSH_INTERVAL:
+            last_flush = time.monotonic()
+            await asyncio.to_thread(ingress.usage.flush, engine)

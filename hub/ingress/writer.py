@@ -1,0 +1,126 @@
+"""The web process's group commit.
+
+Concurrent requests put their event on an asyncio queue; a writer takes whatever is waiting (up
+to `MAX_BATCH` rows or `MAX_BATCH_BYTES`), commits it in one transaction in a worker thread
+(`hub.ingress.events.store_events`), and answers each request only after that commit. Committed
+new events go to an enqueuer that sends one `process_events` job per batch of ids to each queue
+and marks them `queued`. If Redis is down they stay `received`, and the sweeper's relay
+(`hub.ingress.relay`) enqueues them once it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from redis import Redis
+from sqlalchemy import Engine
+
+from hub.core.errors import DatabaseUnavailable, HubError, RedisUnavailable
+from hub.ingress.events import NewEvent, Stored, enqueue_events, store_events
+
+log = logging.getLogger("hub.ingress.writer")
+
+MAX_BATCH = 200  # rows per group commit
+MAX_BATCH_BYTES = 8 * 1024 * 1024  # payload bytes per group commit (max_allowed_packet is 16 MiB)
+WRITERS = 2  # group commits in flight at once
+REDIS_PAUSE = 2.0  # seconds the enqueuer leaves Redis alone after a failure
+
+
+class EventWriter:
+    """Group commit: concurrent `store` calls share transactions; each returns after its commit."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        redis: Redis | None,
+        *,
+        max_batch: int = MAX_BATCH,
+        writers: int = WRITERS,
+    ) -> None:
+        self.engine = engine
+        self.redis = redis
+        self.max_batch = max_batch
+        self.writers = writers
+        self._pending: asyncio.Queue[tuple[NewEvent, asyncio.Future[Stored]]] = asyncio.Queue()
+        self._to_enqueue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        self._executor = ThreadPoolExecutor(writers + 1, thread_name_prefix="hub-events")
+        self._tasks: list[asyncio.Task[None]] = []
+        self._redis_paused_until = 0.0
+
+    async def start(self) -> EventWriter:
+        self._tasks = [asyncio.create_task(self._write_loop()) for _ in range(self.writers)]
+        if self.redis is not None:
+            self._tasks.append(asyncio.create_task(self._enqueue_loop()))
+        return self
+
+    async def stop(self) -> None:
+        """Finish what was accepted (commits and enqueues), then stop."""
+        await self._pending.join()
+        await self._to_enqueue.join()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._executor.shutdown(wait=True)
+
+    async def store(self, event: NewEvent) -> Stored:
+        future: asyncio.Future[Stored] = asyncio.get_running_loop().create_future()
+        self._pending.put_nowait((event, future))
+        return await future
+
+    async def _write_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._pending.get()]
+            size = len(batch[0][0].payload)
+            while (
+                len(batch) < self.max_batch and size < MAX_BATCH_BYTES and not self._pending.empty()
+            ):
+                item = self._pending.get_nowait()
+                batch.append(item)
+                size += len(item[0].payload)
+            try:
+                results = await loop.run_in_executor(
+                    self._executor, store_events, self.engine, [e for e, _ in batch]
+                )
+            except Exception as exc:  # noqa: BLE001 - every waiter must get an answer
+                error = exc if isinstance(exc, HubError) else DatabaseUnavailable(str(exc))
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+            else:
+                for (event, future), stored in zip(batch, results, strict=True):
+                    if not future.done():
+                        future.set_result(stored)
+                    if stored.created and self.redis is not None:
+                        self._to_enqueue.put_nowait((stored.event_id, event.queue))
+            finally:
+                for _ in batch:
+                    self._pending.task_done()
+
+    async def _enqueue_loop(self) -> None:
+        assert self.redis is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._to_enqueue.get()]
+            while not self._to_enqueue.empty():
+                batch.append(self._to_enqueue.get_nowait())
+            try:
+                if time.monotonic() < self._redis_paused_until:
+                    continue  # left `received`: the sweeper's relay enqueues them
+                await loop.run_in_executor(
+                    self._executor, enqueue_events, self.engine, self.redis, batch
+                )
+            except RedisUnavailable:
+                self._redis_paused_until = time.monotonic() + REDIS_PAUSE
+                log.warning("events.enqueue_deferred", extra={"count": len(batch)})
+            except HubError as exc:
+                log.warning(
+                    "events.enqueue_failed",
+                    extra={"count": len(batch), "error_class": type(exc).__name__},
+                )
+            finally:
+                for _ in batch:
+                    self._to_enqueue.task_done()

@@ -1,0 +1,402 @@
+"""The admin API: events, their deliveries and attempts, dead letters, and replay.
+
+Every route needs a privileged key (see `hub.ingress.principals`): an operator key sees every
+tenant, a tenant's admin key sees only that tenant's rows (another tenant's id is a 404, like an
+unknown one). Payloads are never returned: events show their metadata, deliveries their status and
+attempts. Replays only enqueue jobs; the answer says what will happen to each item.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from hub.core import dead_letters
+from hub.core.dead_letters import DeadLetterFilter
+from hub.core.errors import BadRequest, NotFound
+from hub.core.models import (
+    DeadLetter,
+    DeadLetterStage,
+    DeadLetterStatus,
+    DeliveryAttempt,
+    EventStatus,
+    IntegrationEvent,
+    Tenant,
+    WebhookDelivery,
+)
+from hub.ingress.principals import Principal, requires_key
+from hub.ops import replay
+
+DEFAULT_PAGE = 50
+MAX_PAGE = 500
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat() + "Z"
+
+
+def _enum(enum_cls: Any, value: str | None, name: str) -> Any:
+    if value is None or value == "":
+        return None
+    try:
+        return enum_cls(value)
+    except ValueError as exc:
+        allowed = ", ".join(m.value for m in enum_cls)
+        raise BadRequest(f"{name} must be one of {allowed}") from exc
+
+
+def _limit(value: str | int | None, default: int = DEFAULT_PAGE) -> int:
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except (TypeError, ValueError) as exc:
+        raise BadRequest(f"limit must be a whole number from 1 to {MAX_PAGE}") from exc
+    if not 1 <= number <= MAX_PAGE:
+        raise BadRequest(f"limit must be a whole number from 1 to {MAX_PAGE}")
+    return number
+
+
+def _offset(value: str | None) -> int:
+    if not value:
+        return 0
+    if not value.isdigit():
+        raise BadRequest("offset must be a whole number, 0 or more")
+    return int(value)
+
+
+def _time(value: str | None) -> datetime | None:
+    return None if not value else replay.parse_time(value)
+
+
+def _tenant_scope(session: Session, principal: Principal, slug: str | None) -> int | None:
+    """The tenant filter: an admin key's own tenant, or the operator's `tenant` parameter."""
+    if not principal.is_operator:
+        return principal.tenant_id
+    return replay.tenant_id_of(session, slug) if slug else None
+
+
+async def _json_body(request: Request, allowed: set[str]) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest("the body is not valid JSON") from exc
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise BadRequest(f"unknown field(s): {', '.join(unknown)}; allowed: {sorted(allowed)}")
+    return body
+
+
+def _flag(body: dict[str, Any], name: str) -> bool:
+    value = body.get(name, False)
+    if not isinstance(value, bool):
+        raise BadRequest(f"{name} must be true or false")
+    return value
+
+
+# -- serialisation ---------------------------------------------------------------------------------
+
+
+def event_dict(event: IntegrationEvent, slug: str | None) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "tenant": slug,
+        "source": event.source,
+        "external_id": event.external_id,
+        "event_type": event.event_type,
+        "status": event.status.value,
+        "correlation_id": event.correlation_id,
+        "error": event.error,
+        "payload_stored": event.payload is not None,
+        "header_names": sorted(event.headers) if event.headers else [],
+        "created_at": _iso(event.created_at),
+        "updated_at": _iso(event.updated_at),
+        "processed_at": _iso(event.processed_at),
+    }
+
+
+def delivery_dict(delivery: WebhookDelivery, attempts: list[DeliveryAttempt]) -> dict[str, Any]:
+    return {
+        "id": delivery.id,
+        "rule": delivery.mapping,
+        "route": delivery.route,
+        "endpoint": delivery.endpoint,
+        "queue": delivery.queue,
+        "status": delivery.status.value,
+        "attempts": delivery.attempts,
+        "next_attempt_at": _iso(delivery.next_attempt_at),
+        "last_error": delivery.last_error,
+        "request_stored": delivery.request is not None,
+        "created_at": _iso(delivery.created_at),
+        "delivered_at": _iso(delivery.delivered_at),
+        "attempt_log": [
+            {
+                "number": a.number,
+                "started_at": _iso(a.started_at),
+                "duration_ms": a.duration_ms,
+                "status_code": a.status_code,
+                "outcome": a.outcome,
+                "error_class": a.error_class,
+                "response_excerpt": a.response_excerpt,
+            }
+            for a in attempts
+        ],
+    }
+
+
+def dead_letter_dict(letter: DeadLetter, slug: str | None = None) -> dict[str, Any]:
+    return {
+        "id": letter.id,
+        "tenant": slug,
+        "event_id": letter.event_id,
+        "delivery_id": letter.delivery_id,
+        "source": letter.source,
+        "endpoint": letter.endpoint,
+        "stage": letter.stage.value,
+        "status": letter.status.value,
+        "reason": letter.reason,
+        "last_error": letter.last_error,
+        "attempts": letter.attempts,
+        "created_at": _iso(letter.created_at),
+        "resolved_at": _iso(letter.resolved_at),
+    }
+
+
+def _slugs(session: Session, ids: set[int]) -> dict[int, str]:
+    if not ids:
+        return {}
+    rows = session.execute(select(Tenant.id, Tenant.slug).where(Tenant.id.in_(ids)))
+    return {tenant_id: slug for tenant_id, slug in rows}
+
+
+# -- queries (blocking; the routes run them in a thread) -------------------------------------------
+
+
+def list_events(engine: Engine, principal: Principal, params: dict[str, str]) -> dict[str, Any]:
+    status = _enum(EventStatus, params.get("status"), "status")
+    limit = _limit(params.get("limit"))
+    since, until = _time(params.get("since")), _time(params.get("until"))
+    with Session(engine) as session:
+        query = select(IntegrationEvent)
+        tenant_id = _tenant_scope(session, principal, params.get("tenant"))
+        if tenant_id is not None:
+            query = query.where(IntegrationEvent.tenant_id == tenant_id)
+        if status is not None:
+            query = query.where(IntegrationEvent.status == status)
+        if params.get("source"):
+            query = query.where(IntegrationEvent.source == params["source"])
+        if since is not None:
+            query = query.where(IntegrationEvent.created_at >= since)
+        if until is not None:
+            query = query.where(IntegrationEvent.created_at < until)
+        if params.get("before"):  # keyset paging: ids are time-ordered
+            query = query.where(IntegrationEvent.id < params["before"])
+        rows = list(session.scalars(query.order_by(IntegrationEvent.id.desc()).limit(limit + 1)))
+        page, more = rows[:limit], len(rows) > limit
+        slugs = _slugs(session, {e.tenant_id for e in page})
+        return {
+            "events": [event_dict(e, slugs.get(e.tenant_id)) for e in page],
+            "next_before": page[-1].id if more else None,
+        }
+
+
+def show_event(engine: Engine, principal: Principal, event_id: str) -> dict[str, Any]:
+    with Session(engine) as session:
+        event = session.get(IntegrationEvent, event_id)
+        scope = principal.tenant_scope()
+        if event is None or (scope is not None and event.tenant_id != scope):
+            raise NotFound(f"event {event_id} not found", code="event_not_found")
+        deliveries = list(
+            session.scalars(
+                select(WebhookDelivery)
+                .where(WebhookDelivery.event_id == event.id)
+                .order_by(WebhookDelivery.created_at, WebhookDelivery.id)
+            )
+        )
+        attempts: dict[str, list[DeliveryAttempt]] = {d.id: [] for d in deliveries}
+        if deliveries:
+            for attempt in session.scalars(
+                select(DeliveryAttempt)
+                .where(DeliveryAttempt.delivery_id.in_(list(attempts)))
+                .order_by(DeliveryAttempt.delivery_id, DeliveryAttempt.number)
+            ):
+                attempts[attempt.delivery_id].append(attempt)
+        letters = session.scalars(
+            select(DeadLetter).where(DeadLetter.event_id == event.id).order_by(DeadLetter.id)
+        )
+        slug = _slugs(session, {event.tenant_id}).get(event.tenant_id)
+        return {
+            "event": event_dict(event, slug),
+            "deliveries": [delivery_dict(d, attempts[d.id]) for d in deliveries],
+            "dead_letters": [dead_letter_dict(dl, slug) for dl in letters],
+        }
+
+
+def dead_letter_filter(
+    session: Session, principal: Principal, params: dict[str, Any], *, status_param: bool
+) -> DeadLetterFilter:
+    status: DeadLetterStatus | None = DeadLetterStatus.OPEN
+    if status_param:
+        raw = params.get("status")
+        status = None if raw == "all" else _enum(DeadLetterStatus, raw, "status") or status
+    for key in ("source", "endpoint", "tenant", "since", "until"):
+        if params.get(key) is not None and not isinstance(params[key], str):
+            raise BadRequest(f"{key} must be a string")
+    return DeadLetterFilter(
+        status=status,
+        stage=_enum(DeadLetterStage, params.get("stage"), "stage") if status_param else None,
+        source=params.get("source") or None,
+        endpoint=params.get("endpoint") or None,
+        tenant_id=_tenant_scope(session, principal, params.get("tenant")),
+        since=_time(params.get("since")),
+        until=_time(params.get("until")),
+    )
+
+
+def list_letters(engine: Engine, principal: Principal, params: dict[str, str]) -> dict[str, Any]:
+    limit = _limit(params.get("limit"))
+    offset = _offset(params.get("offset"))
+    with Session(engine) as session:
+        where = dead_letter_filter(session, principal, params, status_param=True)
+        letters = dead_letters.list_dead_letters(session, where, limit=limit, offset=offset)
+        slugs = _slugs(session, {dl.tenant_id for dl in letters})
+        return {
+            "dead_letters": [dead_letter_dict(dl, slugs.get(dl.tenant_id)) for dl in letters],
+            "total": dead_letters.count(session, where),
+        }
+
+
+# -- routes ----------------------------------------------------------------------------------------
+
+
+@requires_key()
+async def events_index(request: Request, principal: Principal) -> Response:
+    params = dict(request.query_params)
+    body = await run_in_threadpool(list_events, request.app.state.engine, principal, params)
+    return JSONResponse(body)
+
+
+@requires_key()
+async def event_show(request: Request, principal: Principal) -> Response:
+    event_id = request.path_params["event_id"]
+    body = await run_in_threadpool(show_event, request.app.state.engine, principal, event_id)
+    return JSONResponse(body)
+
+
+@requires_key()
+async def event_replay(request: Request, principal: Principal) -> Response:
+    body = await _json_body(request, {"remap", "dry_run"})
+    state = request.app.state
+    report = await run_in_threadpool(
+        lambda: replay.request_event(
+            state.engine,
+            state.redis,
+            request.path_params["event_id"],
+            tenant_id=principal.tenant_scope(),
+            remap=_flag(body, "remap"),
+            dry_run=_flag(body, "dry_run"),
+        )
+    )
+    return JSONResponse(report.as_dict(), status_code=200 if report.dry_run else 202)
+
+
+@requires_key()
+async def dead_letters_index(request: Request, principal: Principal) -> Response:
+    params = dict(request.query_params)
+    body = await run_in_threadpool(list_letters, request.app.state.engine, principal, params)
+    return JSONResponse(body)
+
+
+def _show_letter(engine: Engine, principal: Principal, letter_id: str) -> dict[str, Any]:
+    with Session(engine) as session:
+        letter = dead_letters.get(session, letter_id, tenant_id=principal.tenant_scope())
+        slug = _slugs(session, {letter.tenant_id}).get(letter.tenant_id)
+        return dead_letter_dict(letter, slug)
+
+
+@requires_key()
+async def dead_letter_show(request: Request, principal: Principal) -> Response:
+    letter_id = request.path_params["dead_letter_id"]
+    body = await run_in_threadpool(_show_letter, request.app.state.engine, principal, letter_id)
+    return JSONResponse(body)
+
+
+def _discard(engine: Engine, principal: Principal, letter_id: str) -> dict[str, Any]:
+    with Session(engine) as session, session.begin():
+        letter = dead_letters.discard(session, letter_id, tenant_id=principal.tenant_scope())
+        return dead_letter_dict(letter)
+
+
+@requires_key()
+async def dead_letter_discard(request: Request, principal: Principal) -> Response:
+    letter_id = request.path_params["dead_letter_id"]
+    body = await run_in_threadpool(_discard, request.app.state.engine, principal, letter_id)
+    return JSONResponse(body)
+
+
+@requires_key()
+async def dead_letter_replay(request: Request, principal: Principal) -> Response:
+    body = await _json_body(request, {"remap", "dry_run"})
+    state = request.app.state
+    report = await run_in_threadpool(
+        lambda: replay.request_dead_letter(
+            state.engine,
+            state.redis,
+            request.path_params["dead_letter_id"],
+            tenant_id=principal.tenant_scope(),
+            remap=_flag(body, "remap"),
+            dry_run=_flag(body, "dry_run"),
+        )
+    )
+    return JSONResponse(report.as_dict(), status_code=200 if report.dry_run else 202)
+
+
+def _bulk(engine: Engine, redis: Any, principal: Principal, body: dict[str, Any]) -> Any:
+    limit = None if body.get("limit") is None else _limit(body["limit"], MAX_PAGE)
+    with Session(engine) as session:
+        where = dead_letter_filter(session, principal, body, status_param=False)
+    return replay.request_bulk(
+        engine,
+        redis,
+        where,
+        limit=limit,
+        remap=_flag(body, "remap"),
+        dry_run=_flag(body, "dry_run"),
+    )
+
+
+@requires_key()
+async def dead_letters_replay(request: Request, principal: Principal) -> Response:
+    fields = {"source", "endpoint", "tenant", "since", "until", "limit", "remap", "dry_run"}
+    body = await _json_body(request, fields)
+    state = request.app.state
+    report = await run_in_threadpool(_bulk, state.engine, state.redis, principal, body)
+    out = report.as_dict()
+    if not report.items:
+        out["summary"] = "no open dead letter matches these filters"
+    return JSONResponse(out, status_code=200 if report.dry_run or not report.items else 202)
+
+
+ROUTES: list[BaseRoute] = [
+    Route("/admin/events", events_index, methods=["GET"]),
+    Route("/admin/events/{event_id}", event_show, methods=["GET"]),
+    Route("/admin/events/{event_id}/replay", event_replay, methods=["POST"]),
+    Route("/admin/dead-letters", dead_letters_index, methods=["GET"]),
+    Route("/admin/dead-letters/replay", dead_letters_replay, methods=["POST"]),
+    Route("/admin/dead-letters/{dead_letter_id}", dead_letter_show, methods=["GET"]),
+    Route("/admin/dead-letters/{dead_letter_id}/replay", dead_letter_replay, methods=["POST"]),
+    Route("/admin/dead-letters/{dead_letter_id}/discard", dead_letter_discard, methods=["POST"]),
+]

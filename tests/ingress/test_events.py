@@ -1,0 +1,217 @@
+"""Events are stored exactly once per (tenant, source, external id), then handed to the queues."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+
+import pytest
+from redis import Redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from sqlalchemy import Engine, select, update
+from sqlalchemy.orm import Session
+
+from hub.core.db import create_db_engine
+from hub.core.errors import DatabaseUnavailable, RedisUnavailable
+from hub.core.models import EventStatus, IntegrationEvent, Tenant
+from hub.core.queues import get_queue
+from hub.core.settings import Settings
+from hub.ingress.events import (
+    NewEvent,
+    Stored,
+    events_table,
+    mark_queued,
+    store_event,
+    store_events,
+)
+from hub.ingress.relay import relay_received, requeue_lost
+from hub.ingress.writer import EventWriter
+from hub.local.processes import free_port as closed_port
+
+
+@pytest.fixture
+def tenant_id(engine: Engine) -> int:
+    with Session(engine) as session, session.begin():
+        tenant = Tenant(slug="clinic-1", name="Clinic 1")
+        session.add(tenant)
+        session.flush()
+        return tenant.id
+
+
+def new(tenant_id: int, external_id: str, source: str = "site", queue: str = "default") -> NewEvent:
+    return NewEvent(
+        tenant_id=tenant_id,
+        source=source,
+        external_id=external_id,
+        event_type="lead.created",
+        queue=queue,
+        payload=b"encrypted bytes",
+        headers={"content-type": "application/json"},
+        correlation_id="cor_1",
+    )
+
+
+def stored_rows(engine: Engine) -> list[IntegrationEvent]:
+    with Session(engine) as session:
+        return list(session.scalars(select(IntegrationEvent).order_by(IntegrationEvent.id)))
+
+
+def created_at(engine: Engine, event_id: str) -> datetime:
+    (row,) = [r for r in stored_rows(engine) if r.id == event_id]
+    return row.created_at
+
+
+def test_store_event_returns_the_id_and_whether_it_was_created(
+    engine: Engine, tenant_id: int
+) -> None:
+    first = store_event(engine, new(tenant_id, "a"))
+    again = store_event(engine, new(tenant_id, "a"))
+    assert first.created and first.event_id.startswith("evt_")
+    assert again == Stored(first.event_id, created=False)
+    (row,) = stored_rows(engine)
+    assert (row.id, row.status, row.queue, row.correlation_id) == (
+        first.event_id,
+        EventStatus.RECEIVED,
+        "default",
+        "cor_1",
+    )
+
+
+def test_a_batch_with_duplicates_inside_and_outside_stores_each_key_once(
+    engine: Engine, tenant_id: int
+) -> None:
+    earlier = store_event(engine, new(tenant_id, "old"))
+    results = store_events(
+        engine,
+        [
+            new(tenant_id, "x"),
+            new(tenant_id, "old"),  # stored before
+            new(tenant_id, "x"),  # twice in this batch
+            new(tenant_id, "x", source="zapi"),  # another source: another event
+            new(tenant_id, "y"),
+        ],
+    )
+    assert [r.created for r in results] == [True, False, False, True, True]
+    assert results[1].event_id == earlier.event_id
+    assert results[2].event_id == results[0].event_id
+    assert len({r.event_id for r in results}) == 4
+    assert len(stored_rows(engine)) == 4
+
+
+def test_the_database_down_raises_database_unavailable_and_stores_nothing(
+    settings: Settings, engine: Engine, tenant_id: int
+) -> None:
+    down = create_db_engine(
+        settings.model_copy(
+            update={"database_url": f"mysql+pymysql://root@127.0.0.1:{closed_port()}/hub"}
+        )
+    )
+    with pytest.raises(DatabaseUnavailable):
+        store_events(down, [new(tenant_id, "a")])
+    down.dispose()
+    assert stored_rows(engine) == []
+
+
+def test_the_group_commit_answers_each_caller_after_its_commit(
+    engine: Engine, redis: Redis, tenant_id: int
+) -> None:
+    async def scenario() -> list[Stored]:
+        writer = await EventWriter(engine, redis, max_batch=16).start()
+        try:
+            return await asyncio.gather(
+                *(writer.store(new(tenant_id, f"k{i % 40}")) for i in range(100))
+            )
+        finally:
+            await writer.stop()
+
+    results = asyncio.run(scenario())
+    assert sum(r.created for r in results) == 40
+    by_key: dict[str, set[str]] = {}
+    for i, r in enumerate(results):
+        by_key.setdefault(f"k{i % 40}", set()).add(r.event_id)
+    assert all(len(ids) == 1 for ids in by_key.values())
+    rows = stored_rows(engine)
+    assert len(rows) == 40
+    assert {r.status for r in rows} == {EventStatus.QUEUED}
+    jobs = get_queue(redis, "default").jobs
+    enqueued = sorted(i for job in jobs for i in job.args[0])
+    assert enqueued == sorted(r.id for r in rows)  # each new event enqueued once, in batches
+    assert len(jobs) < 40
+
+
+def test_mark_queued_never_moves_an_event_backwards(engine: Engine, tenant_id: int) -> None:
+    ahead = store_event(engine, new(tenant_id, "a"))
+    fresh = store_event(engine, new(tenant_id, "b"))
+    with engine.begin() as conn:
+        conn.execute(
+            update(events_table)
+            .where(events_table.c.id == ahead.event_id)
+            .values(status=EventStatus.PROCESSING)
+        )
+    mark_queued(engine, [ahead.event_id, fresh.event_id])
+    statuses = {r.id: r.status for r in stored_rows(engine)}
+    assert statuses == {ahead.event_id: EventStatus.PROCESSING, fresh.event_id: EventStatus.QUEUED}
+
+
+def test_the_relay_enqueues_only_events_left_received_long_enough(
+    engine: Engine, redis: Redis, tenant_id: int
+) -> None:
+    old = store_event(engine, new(tenant_id, "old", queue="high"))
+    young = store_event(engine, new(tenant_id, "young"))
+    with engine.begin() as conn:
+        conn.execute(
+            update(events_table)
+            .where(events_table.c.id == old.event_id)
+            .values(created_at=created_at(engine, old.event_id) - timedelta(seconds=30))
+        )
+    assert relay_received(engine, redis) == 1
+    statuses = {r.id: r.status for r in stored_rows(engine)}
+    assert statuses == {old.event_id: EventStatus.QUEUED, young.event_id: EventStatus.RECEIVED}
+    assert [job.args for job in get_queue(redis, "high").jobs] == [([old.event_id],)]
+    assert get_queue(redis, "default").count == 0
+    assert relay_received(engine, redis) == 0
+
+
+def test_the_relay_with_redis_down_leaves_events_received(engine: Engine, tenant_id: int) -> None:
+    event = store_event(engine, new(tenant_id, "a"))
+    down = Redis(port=closed_port(), retry=Retry(NoBackoff(), 0))
+
+    with pytest.raises(RedisUnavailable):
+        relay_received(engine, down, older_than=0)
+    assert stored_rows(engine)[0].status == EventStatus.RECEIVED
+    assert stored_rows(engine)[0].id == event.event_id
+
+
+def test_events_whose_jobs_redis_lost_are_enqueued_again(
+    engine: Engine, redis: Redis, tenant_id: int
+) -> None:
+    first = store_event(engine, new(tenant_id, "a", queue="high"))
+    second = store_event(engine, new(tenant_id, "b"))
+    mark_queued(engine, [first.event_id, second.event_id])
+    assert requeue_lost(engine, redis) == 2  # a new Redis: nothing proves the jobs exist
+    assert requeue_lost(engine, redis) == 0  # the sentinel is set: queued events are young
+
+    redis.flushdb()  # Redis loses its data: the jobs are gone
+    assert requeue_lost(engine, redis) == 2
+    assert [job.args for job in get_queue(redis, "high").jobs] == [([first.event_id],)]
+    assert [job.args for job in get_queue(redis, "default").jobs] == [([second.event_id],)]
+
+
+def test_an_event_queued_too_long_is_enqueued_again_once_per_period(
+    engine: Engine, redis: Redis, tenant_id: int
+) -> None:
+    event = store_event(engine, new(tenant_id, "a"))
+    mark_queued(engine, [event.event_id])
+    requeue_lost(engine, redis)  # sets the sentinel
+    redis.delete("rq:queue:default")
+    with engine.begin() as conn:
+        conn.execute(
+            update(events_table)
+            .where(events_table.c.id == event.event_id)
+            .values(updated_at=created_at(engine, event.event_id) - timedelta(seconds=601))
+        )
+    assert requeue_lost(engine, redis) == 1
+    assert get_queue(redis, "default").count == 1
+    assert requeue_lost(engine, redis) == 0  # not again before another period
+    assert stored_rows(engine)[0].status == EventStatus.QUEUED

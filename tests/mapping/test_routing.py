@@ -1,0 +1,295 @@
+"""process_events: stored events become deliveries, once, with each event's own outcome."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from redis import Redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from sqlalchemy import Engine, event, select
+from sqlalchemy.orm import Session
+
+from hub.core import ids
+from hub.core.crypto import Cipher
+from hub.core.db import session_factory
+from hub.core.models import (
+    DeadLetter,
+    DeadLetterStage,
+    DeliveryStatus,
+    EventStatus,
+    IntegrationEvent,
+    RetryQueue,
+    WebhookDelivery,
+    WebhookEndpoint,
+    utcnow,
+)
+from hub.core.queues import DELIVER, PROCESS_EVENTS, get_queue
+from hub.core.settings import Settings
+from hub.core.tenants import get_or_create
+from hub.mapping.apply import apply_mappings
+from hub.mapping.config import load_mappings
+from hub.mapping.routing import process_events
+from workers.context import WorkerContext
+
+SHIPPED = Path(__file__).resolve().parents[2] / "mappings"
+LEAD = {"type": "lead.created", "name": "Ana", "phone": "(11) 91234-5678"}
+SERVICE = {
+    "event": "service.completed",
+    "service": {"id": "S1", "status": "completed", "type": "visita", "billable": True,
+                "completed_at": "2026-11-27T17:30:00Z", "amount": 200,
+                "caregiver": {"name": "Rita"}},
+    "client": {"id": "C1", "name": "Maria", "phone": "31 99876-5432"},
+}  # fmt: skip
+
+
+@pytest.fixture
+def ctx(settings: Settings, engine: Engine, redis: Redis) -> Iterator[WorkerContext]:
+    apply_mappings(engine, redis, load_mappings(SHIPPED))
+    yield WorkerContext(
+        settings=settings,
+        engine=engine,
+        redis=redis,
+        cipher=Cipher("test-secret"),
+        sessions=session_factory(engine),
+    )
+
+
+def store(ctx: WorkerContext, source: str, event_type: str, payload: Any, **extra: Any) -> str:
+    blob = extra.pop("blob", None)
+    with Session(ctx.engine) as session, session.begin():
+        tenant, _ = get_or_create(session, "clinic-1")
+        event_id = ids.new_id(ids.EVENT)
+        session.add(
+            IntegrationEvent(
+                id=event_id,
+                tenant_id=tenant.id,
+                source=source,
+                external_id=event_id,
+                event_type=event_type,
+                status=EventStatus.QUEUED,
+                payload=blob if blob is not None else ctx.cipher.encrypt(orjson.dumps(payload)),
+                correlation_id="corr-" + event_id[-6:],
+                **extra,
+            )
+        )
+    return event_id
+
+
+def deliveries(engine: Engine, event_id: str) -> dict[str, WebhookDelivery]:
+    with Session(engine) as session:
+        rows = session.scalars(select(WebhookDelivery).where(WebhookDelivery.event_id == event_id))
+        return {row.route: row for row in rows}
+
+
+def status(engine: Engine, event_id: str) -> IntegrationEvent:
+    with Session(engine) as session:
+        row = session.get(IntegrationEvent, event_id)
+        assert row is not None
+        return row
+
+
+def queued_ids(redis: Redis, queue: str) -> list[str]:
+    jobs = get_queue(redis, queue).jobs
+    assert all(job.func_name == DELIVER for job in jobs)
+    return [delivery_id for job in jobs for delivery_id in job.args[0]]
+
+
+def test_a_lead_becomes_three_deliveries_enqueued_per_queue(ctx: WorkerContext) -> None:
+    event_id = store(ctx, "site", "lead.created", LEAD)
+    counts = process_events(ctx, [event_id])
+    assert counts == {"processed": 1, "no_route": 0, "failed": 0, "deliveries": 3}
+    assert status(ctx.engine, event_id).status == EventStatus.PROCESSED
+    rows = deliveries(ctx.engine, event_id)
+    assert set(rows) == {"crm", "auto-reply", "marketing"}
+    crm = rows["crm"]
+    assert (crm.mapping, crm.endpoint, crm.queue) == ("lead-created", "crm", "default")
+    assert crm.status == DeliveryStatus.PENDING and crm.next_attempt_at is None
+    assert crm.correlation_id == "corr-" + event_id[-6:]
+    with Session(ctx.engine) as session:
+        endpoint = session.get(WebhookEndpoint, crm.endpoint_id)
+        assert endpoint is not None and endpoint.name == "crm" and endpoint.active
+    assert crm.request is not None
+    request = orjson.loads(ctx.cipher.decrypt(crm.request))
+    assert request["method"] == "POST" and request["path"] == "/leads"
+    assert request["headers"] == {}
+    assert request["body"]["phone"] == "+5511912345678"
+    assert b"91234" not in crm.request  # stored encrypted
+    assert sorted(queued_ids(ctx.redis, "default")) == sorted([crm.id, rows["marketing"].id])
+    assert queued_ids(ctx.redis, "notifications") == [rows["auto-reply"].id]
+
+
+def test_running_the_job_twice_creates_nothing_new(ctx: WorkerContext) -> None:
+    event_id = store(ctx, "site", "lead.created", LEAD)
+    process_events(ctx, [event_id])
+    first = {k: v.id for k, v in deliveries(ctx.engine, event_id).items()}
+    assert process_events(ctx, [event_id])["deliveries"] == 0
+    # even when the event is sent through again (a replay), existing deliveries stay the only ones
+    with Session(ctx.engine) as session, session.begin():
+        row = session.get(IntegrationEvent, event_id)
+        assert row is not None
+        row.status = EventStatus.QUEUED
+    assert process_events(ctx, [event_id]) == {
+        "processed": 1, "no_route": 0, "failed": 0, "deliveries": 0,
+    }  # fmt: skip
+    assert {k: v.id for k, v in deliveries(ctx.engine, event_id).items()} == first
+    assert len(queued_ids(ctx.redis, "default")) == 2
+
+
+def test_a_delayed_route_is_scheduled_in_the_database(ctx: WorkerContext) -> None:
+    before = utcnow()
+    event_id = store(ctx, "operacao", "service.completed", SERVICE)
+    process_events(ctx, [event_id])
+    rows = deliveries(ctx.engine, event_id)
+    assert set(rows) == {"notify-client", "feedback-request", "invoice", "update-crm"}
+    feedback = rows["feedback-request"]
+    assert feedback.next_attempt_at is not None
+    assert before + timedelta(hours=2) <= feedback.next_attempt_at
+    assert feedback.next_attempt_at <= utcnow() + timedelta(hours=2)
+    with Session(ctx.engine) as session:
+        retry = session.scalars(
+            select(RetryQueue).where(RetryQueue.delivery_id == feedback.id)
+        ).one()
+        assert retry.attempt == 0 and retry.next_retry_at == feedback.next_attempt_at
+    assert feedback.id not in queued_ids(ctx.redis, "notifications")
+    assert rows["notify-client"].id in queued_ids(ctx.redis, "notifications")
+
+
+def test_a_payload_that_does_not_fit_fails_that_event_alone(ctx: WorkerContext) -> None:
+    bad = store(ctx, "site", "lead.created", {**LEAD, "phone": "123"})
+    good = store(ctx, "site", "lead.created", LEAD)
+    none = store(ctx, "financeiro", "payment.succeeded", {"amount": 10})
+    counts = process_events(ctx, [bad, good, none])
+    assert counts == {"processed": 1, "no_route": 1, "failed": 1, "deliveries": 3}
+    failed = status(ctx.engine, bad)
+    assert failed.status == EventStatus.FAILED
+    assert failed.error is not None
+    assert failed.error.startswith(
+        "rule lead-created: routes[0].body.phone: phone_br: not a Brazilian phone number"
+    )
+    assert deliveries(ctx.engine, bad) == {}
+    with Session(ctx.engine) as session:
+        dead = session.scalars(select(DeadLetter).where(DeadLetter.event_id == bad)).one()
+        assert dead.stage == DeadLetterStage.MAPPING
+        assert dead.reason == failed.error
+        assert dead.source == "site" and dead.delivery_id is None
+    assert status(ctx.engine, good).status == EventStatus.PROCESSED
+    assert status(ctx.engine, none).status == EventStatus.NO_ROUTE
+    # a failed event is final: running the batch again adds no second dead letter
+    process_events(ctx, [bad])
+    with Session(ctx.engine) as session:
+        assert len(session.scalars(select(DeadLetter)).all()) == 1
+
+
+def test_a_stored_payload_that_cannot_be_read_fails_with_the_reason(ctx: WorkerContext) -> None:
+    garbled = store(ctx, "site", "lead.created", None, blob=b"\x01" + b"0" * 40)
+    not_json = store(ctx, "site", "lead.created", None, blob=ctx.cipher.encrypt(b"{nope"))
+    process_events(ctx, [garbled, not_json])
+    assert status(ctx.engine, garbled).error == (
+        "the stored payload cannot be decrypted (DecryptionError)"
+    )
+    assert status(ctx.engine, not_json).error == "the stored payload is not valid JSON"
+
+
+def test_unknown_ids_and_finished_events_are_ignored(ctx: WorkerContext) -> None:
+    assert process_events(ctx, ["evt_nope"]) == {
+        "processed": 0, "no_route": 0, "failed": 0, "deliveries": 0,
+    }  # fmt: skip
+
+
+def test_a_batch_costs_the_same_number_of_statements_whatever_its_size(
+    ctx: WorkerContext,
+) -> None:
+    process_events(ctx, [])  # the applied mappings are loaded once per version, not per batch
+
+    def statements(batch: list[str]) -> list[str]:
+        seen: list[str] = []
+
+        def record(*args: Any) -> None:
+            seen.append(args[2])
+
+        event.listen(ctx.engine, "before_cursor_execute", record)
+        try:
+            process_events(ctx, batch)
+        finally:
+            event.remove(ctx.engine, "before_cursor_execute", record)
+        return seen
+
+    small = statements([store(ctx, "site", "lead.created", LEAD) for _ in range(2)])
+    large = statements([store(ctx, "site", "lead.created", LEAD) for _ in range(25)])
+    assert len(large) == len(small) == 4  # events, existing deliveries, insert, update
+
+
+def test_when_redis_is_down_the_deliveries_are_left_for_the_sweeper(
+    ctx: WorkerContext, settings: Settings
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    down = Redis(host="127.0.0.1", port=port, retry=Retry(NoBackoff(), 0))
+    offline = WorkerContext(settings, ctx.engine, down, ctx.cipher, ctx.sessions)
+    event_id = store(ctx, "site", "lead.created", LEAD)
+    assert process_events(offline, [event_id])["processed"] == 1
+    rows = deliveries(ctx.engine, event_id)
+    with Session(ctx.engine) as session:
+        due = set(session.scalars(select(RetryQueue.delivery_id)))
+    assert due == {row.id for row in rows.values()}
+
+
+def test_the_rq_job_routes_its_batch_in_a_worker(ctx: WorkerContext) -> None:
+    from rq import SimpleWorker
+
+    from hub.core.queues import enqueue_ids
+    from workers import context
+
+    event_ids = [store(ctx, "site", "lead.created", LEAD) for _ in range(3)]
+    enqueue_ids(ctx.redis, PROCESS_EVENTS, "default", event_ids)
+    context.install(ctx)
+    try:
+        worker = SimpleWorker([get_queue(ctx.redis, "default")], connection=ctx.redis)
+        worker.work(burst=True, max_jobs=1)
+    finally:
+        context.install(None)
+    assert [status(ctx.engine, e).status for e in event_ids] == [EventStatus.PROCESSED] * 3
+    assert len(queued_ids(ctx.redis, "default")) == 6  # crm + marketing per event
+
+
+def test_a_worker_racing_on_the_same_event_leaves_one_delivery_per_route(
+    ctx: WorkerContext,
+) -> None:
+    event_id = store(ctx, "site", "lead.created", LEAD)
+    with Session(ctx.engine) as session:
+        tenant_id = session.get(IntegrationEvent, event_id).tenant_id  # type: ignore[union-attr]
+    raced: list[str] = []
+
+    def other_worker_first(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.startswith("INSERT INTO webhook_deliveries") and not raced:
+            raced.append(ids.new_id(ids.DELIVERY))
+            racer = ctx.engine.connect()  # a second connection commits the same route first
+            with racer.begin():
+                racer.execute(
+                    WebhookDelivery.__table__.insert().values(
+                        id=raced[0], event_id=event_id, tenant_id=tenant_id,
+                        mapping="lead-created", route="crm", endpoint="crm", queue="default",
+                        status=DeliveryStatus.PENDING, attempts=0,
+                        created_at=utcnow(), updated_at=utcnow(),
+                    )
+                )  # fmt: skip
+            racer.close()
+
+    event.listen(ctx.engine, "before_cursor_execute", other_worker_first)
+    try:
+        counts = process_events(ctx, [event_id])
+    finally:
+        event.remove(ctx.engine, "before_cursor_execute", other_worker_first)
+    assert counts["processed"] == 1 and counts["deliveries"] == 2
+    rows = deliveries(ctx.engine, event_id)
+    assert set(rows) == {"crm", "auto-reply", "marketing"}
+    assert rows["crm"].id == raced[0]
+    assert status(ctx.engine, event_id).status == EventStatus.PROCESSED
