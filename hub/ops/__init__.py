@@ -7,7 +7,7 @@ replay.py       dead letters and events sent again (the CLI, the admin API and R
 purge.py        payloads and rows older than a cut-off removed in batches
 admin.py        the /admin/* JSON API
 tenants.py      tenants as the operator's object: create, list, show, (de)activate, rename, limits
-offboarding.py  `hub tenants delete --erase`: a tenant's rows deleted in resumable batches, a receipt
+offboarding.py  `hub tenants delete --erase`: a tenant's rows erased in resumable batches
 dashboard.py    rq-dashboard mounted at /rq behind the operator key
 
 May import: hub.core, hub.ingress, hub.delivery, hub.mapping.
