@@ -31,19 +31,19 @@ class Locale:
     tag: str
     decimal: str
     thousands: str
-    currency: str  # the symbol `money_text` puts before the amount
+    money: str  # where `money_text` puts the amount: "R$ {}"
     day_first: bool  # 03/04/2026 is 3 April (True) or March 4 (False)
 
 
 LOCALES: dict[str, Locale] = {
     locale.tag: locale
     for locale in (
-        Locale("pt-BR", ",", ".", "R$", day_first=True),
-        Locale("pt-PT", ",", " ", "€", day_first=True),
-        Locale("es-ES", ",", ".", "€", day_first=True),
-        Locale("es-AR", ",", ".", "$", day_first=True),
-        Locale("en-GB", ".", ",", "£", day_first=True),
-        Locale("en-US", ".", ",", "$", day_first=False),
+        Locale("pt-BR", ",", ".", "R$ {}", day_first=True),
+        Locale("pt-PT", ",", " ", "{} €", day_first=True),
+        Locale("es-ES", ",", ".", "{} €", day_first=True),
+        Locale("es-AR", ",", ".", "$ {}", day_first=True),
+        Locale("en-GB", ".", ",", "£{}", day_first=True),
+        Locale("en-US", ".", ",", "${}", day_first=False),
     )
 }
 
