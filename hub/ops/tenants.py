@@ -135,21 +135,21 @@ def list_tenants(session: Session, now: datetime | None = None) -> list[dict[str
                 (ApiKey.expires_at.is_(None)) | (ApiKey.expires_at > now),
             )
             .group_by(ApiKey.tenant_id)
-        ).tuples()
+        ).all()
     )
     events = dict(
         session.execute(
             select(IntegrationEvent.tenant_id, func.count())
             .where(IntegrationEvent.created_at >= now - timedelta(days=1))
             .group_by(IntegrationEvent.tenant_id)
-        ).tuples()
+        ).all()
     )
     letters = dict(
         session.execute(
             select(DeadLetter.tenant_id, func.count())
             .where(DeadLetter.status == DeadLetterStatus.OPEN)
             .group_by(DeadLetter.tenant_id)
-        ).tuples()
+        ).all()
     )
     return [
         settings_dict(tenant)
@@ -168,7 +168,7 @@ def applied_endpoints(session: Session) -> dict[str, EndpointConfig]:
         select(WebhookEndpoint.name, WebhookEndpoint.definition)
         .where(WebhookEndpoint.active.is_(True))
         .order_by(WebhookEndpoint.name, WebhookEndpoint.version)
-    ).tuples()
+    )
     endpoints: dict[str, EndpointConfig] = {}
     for name, definition in rows:
         try:
@@ -267,6 +267,6 @@ def list_limits(session: Session, slug: str) -> list[dict[str, Any]]:
     tenant = tenants.require(session, slug)
     rows = session.execute(
         select(RateLimit.source, RateLimit.limit).where(RateLimit.tenant_id == tenant.id)
-    ).tuples()
+    )
     out = [{"source": source or ALL_SOURCES, "limit": limit} for source, limit in rows]
     return sorted(out, key=lambda row: (row["source"] != ALL_SOURCES, row["source"]))
