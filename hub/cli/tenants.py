@@ -17,7 +17,7 @@ import orjson
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from hub.core.errors import BadRequest
+from hub.core.errors import BadRequest, ConfigError
 
 
 def register(cli: click.Group) -> None:
@@ -28,11 +28,14 @@ def register(cli: click.Group) -> None:
 @contextmanager
 def _database() -> Iterator[Engine]:
     from hub.cli.group import load_settings
+    from hub.core import schema
     from hub.core.db import check_database, create_db_engine
 
     engine = create_db_engine(load_settings())
     try:
         check_database(engine)
+        if schema.current_revision(engine) != schema.head_revision():
+            raise ConfigError("the database schema is not up to date: run hub migrate first")
         yield engine
     finally:
         engine.dispose()
@@ -325,7 +328,10 @@ def delete(
         if confirmed is None:
             try:
                 confirmed = click.prompt(
-                    f"type the tenant's slug ({slug}) to erase it", default="", err=True
+                    f"type the tenant's slug ({slug}) to erase it",
+                    default="",
+                    show_default=False,
+                    err=True,
                 )
             except click.Abort:
                 confirmed = ""
