@@ -89,6 +89,7 @@ def make_key(
             kind=kind,
             sources=sources,
             expires_at=expires_at,
+            create_tenant=True,
         ).secret
 
 

@@ -111,7 +111,7 @@ def scratch(settings: Settings, *, redis_db: int = 14, keep: bool = False) -> It
         redis.flushdb()
         with session_factory(engine).begin() as session:
             key = apikeys.create_key(
-                session, name="bench", tenant_slug="bench", kind=KeyKind.ADMIN
+                session, name="bench", tenant_slug="bench", kind=KeyKind.ADMIN, create_tenant=True
             ).secret
         yield Scratch(
             settings=bench_settings,

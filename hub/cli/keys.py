@@ -53,7 +53,12 @@ def _when(value: datetime | None) -> str | None:
 
 
 @keys.command()
-@click.option("--tenant", "tenant_slug", default=None, help="Tenant slug (created if new).")
+@click.option("--tenant", "tenant_slug", default=None, help="Tenant slug (hub tenants create).")
+@click.option(
+    "--create-tenant",
+    is_flag=True,
+    help="Create the --tenant if it does not exist yet (for scripts written before hub tenants).",
+)
 @click.option("--name", required=True, help="What the key is for, e.g. 'site production'.")
 @click.option("--admin", is_flag=True, help="Also allow /admin/* for this tenant's own data.")
 @click.option("--operator", is_flag=True, help="An operator key across tenants (no --tenant).")
@@ -62,6 +67,7 @@ def _when(value: datetime | None) -> str | None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def create(
     tenant_slug: str | None,
+    create_tenant: bool,
     name: str,
     admin: bool,
     operator: bool,
@@ -91,6 +97,7 @@ def create(
                 kind=kind,
                 sources=source_names,
                 expires_at=expires_at,
+                create_tenant=create_tenant,
             )
     finally:
         engine.dispose()

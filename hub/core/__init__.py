@@ -10,7 +10,8 @@ queues.py       queue names, job names, Redis keys and the Redis connection, def
 context.py      the Protocols jobs and sweep tasks receive (what workers/ passes in)
 crypto.py       payload encryption at rest; signing.py: Standard Webhooks signatures made
 logs.py         structured JSON logs without personal data; metrics.py: Prometheus
-yamlfile.py     YAML with line numbers; envrefs.py: `env:` references; tenants.py: slugs
+yamlfile.py     YAML with line numbers; envrefs.py: `env:` references; tenants.py: slugs, lookup,
+                settings (time zone, locale)
 dead_letters.py the dead-letter registry: opened by mapping and delivery, read by ops
 
 May import: nothing else of hub.

@@ -11,6 +11,7 @@
     │   └── RedisUnavailable         Redis cannot be reached
     ├── NotFound                     404: an id or a name that does not exist
     │   ├── DeadLetterNotFound       no dead letter has this id
+    │   ├── UnknownTenant            no tenant has this slug (names the closest one)
     │   └── UnknownSource            no such source in mappings/sources.yaml
     ├── TransformError               a payload does not fit a rule (fails that event alone)
     └── RequestError                 4xx answers of the HTTP API (docs/architecture.md, HTTP API)
@@ -28,6 +29,7 @@
         │   ├── InvalidJson          the body is not valid JSON (message names the position)
         │   └── MissingEventField    the declared event id or type is absent from the request
         ├── DeadLetterClosed         409: the dead letter was already replayed or discarded
+        ├── TenantExists             409: a tenant already has this slug
         └── RateLimited              429 (carries retry_after)
 
 Foreign exceptions are translated where they enter (`raise DatabaseUnavailable(...) from exc`).
@@ -115,6 +117,12 @@ class DeadLetterNotFound(NotFound):
     """No dead letter has this id."""
 
     code = "dead_letter_not_found"
+
+
+class UnknownTenant(NotFound):
+    """No tenant has this slug; the message names the closest existing one."""
+
+    code = "unknown_tenant"
 
 
 class UnknownSource(NotFound):
@@ -225,6 +233,13 @@ class DeadLetterClosed(RequestError):
 
     status_code = 409
     code = "dead_letter_closed"
+
+
+class TenantExists(RequestError):
+    """A tenant already has this slug."""
+
+    status_code = 409
+    code = "tenant_exists"
 
 
 class RateLimited(RequestError):

@@ -42,6 +42,8 @@ ExternalId = String(255).with_variant(
     mysql.VARCHAR(255, collation="utf8mb4_bin"), "mysql", "mariadb"
 )
 PublicId = String(32)  # evt_ / dlv_ / dlq_ + 26 chars, see hub.core.ids
+DEFAULT_TIMEZONE = "America/Sao_Paulo"  # a tenant's, until it sets its own
+DEFAULT_LOCALE = "pt-BR"
 
 
 def utcnow() -> datetime:
@@ -126,7 +128,30 @@ class Tenant(Base):
     slug: Mapped[str] = mapped_column(String(64), unique=True)
     name: Mapped[str] = mapped_column(String(255))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # the mapping engine's date functions read local times in this zone; see hub.core.tenants
+    timezone: Mapped[str] = mapped_column(
+        String(64), default=DEFAULT_TIMEZONE, server_default=DEFAULT_TIMEZONE
+    )
+    locale: Mapped[str] = mapped_column(
+        String(16), default=DEFAULT_LOCALE, server_default=DEFAULT_LOCALE
+    )
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class TenantErasure(Base):
+    """An offboarding: started, resumed batch by batch, then its receipt (counts only).
+
+    `tenant_id` is no foreign key: the tenant row is the last thing an erasure deletes.
+    """
+
+    __tablename__ = "tenant_erasures"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[int] = mapped_column(Integer, index=True)
+    slug: Mapped[str] = mapped_column(String(64))
+    counts: Mapped[dict[str, int]] = mapped_column(JSON)  # table -> rows deleted so far
+    started_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
 
 
 class ApiKey(Base):

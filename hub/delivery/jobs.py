@@ -7,7 +7,8 @@
     a Redis flush) or dead (a `dead_letter` row; the event becomes `failed`)
 
 A delivery that meets an open circuit or the endpoint's rate limit is deferred: rescheduled
-without using an attempt. Every write is conditional on still holding the lease, so a worker that
+without using an attempt; so is a deactivated tenant's, every TENANT_HOLD seconds until it is
+activated again. Every write is conditional on still holding the lease, so a worker that
 lost its lease (it stalled past it and the sweeper handed the delivery on) changes nothing.
 """
 
@@ -37,6 +38,7 @@ from hub.core.models import (
     EventStatus,
     IntegrationEvent,
     RetryQueue,
+    Tenant,
     WebhookDelivery,
     utcnow,
 )
@@ -55,6 +57,7 @@ CHUNK = 100  # deliveries leased, sent and recorded together
 LEASE_MIN_MARGIN = 2.0  # seconds added to the adapter timeout, at least
 MAX_ENDPOINT_TIMEOUT = 300.0  # EndpointConfig's bound
 DEFER_SPREAD = 0.2  # deferred deliveries come back spread over 20 % more time
+TENANT_HOLD = 30.0  # seconds between looks at a deactivated tenant's waiting deliveries
 RUNTIME_KEY = "delivery"
 
 TAKEABLE = (DeliveryStatus.PENDING, DeliveryStatus.RETRYING)
@@ -196,6 +199,7 @@ def _deliver_chunk(ctx: JobContext, rt: DeliveryRuntime, ids: list[str]) -> Coun
         ).all()
     counts["skipped"] += len(head_ids) - len(rows)
     items = [_prepare(ctx, rt, row) for row in rows]
+    _hold_inactive_tenants(ctx, items)
     to_send = _admit(rt, items, lease)
     _send_all(rt, to_send)
     try:
@@ -233,11 +237,26 @@ def _prepare(ctx: JobContext, rt: DeliveryRuntime, row: Any) -> Item:
     return item
 
 
+def _hold_inactive_tenants(ctx: JobContext, items: list[Item]) -> None:
+    """A deactivated tenant's deliveries wait, whatever their state, without using an attempt."""
+    tenant_ids = {item.tenant_id for item in items}
+    with ctx.engine.connect() as conn:
+        inactive = set(
+            conn.scalars(
+                select(Tenant.id).where(Tenant.id.in_(tenant_ids), Tenant.active.is_(False))
+            )
+        )
+    held = [item for item in items if item.tenant_id in inactive]
+    for item in held:
+        item.outcome = None
+    _defer(held, TENANT_HOLD, "tenant_inactive")
+
+
 def _admit(rt: DeliveryRuntime, items: list[Item], lease: float) -> list[Item]:
     """Which items go now: per endpoint, the circuit breaker, then the rate limit."""
     by_endpoint: dict[str, list[Item]] = defaultdict(list)
     for item in items:
-        if item.outcome is None:
+        if item.outcome is None and item.defer_until is None:
             by_endpoint[item.endpoint].append(item)
     go: list[Item] = []
     for name, group in by_endpoint.items():

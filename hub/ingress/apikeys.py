@@ -25,9 +25,9 @@ from sqlalchemy import Engine, bindparam, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from hub.core.errors import BadRequest, DatabaseUnavailable, NotFound
+from hub.core import tenants
+from hub.core.errors import BadRequest, DatabaseUnavailable, NotFound, UnknownTenant
 from hub.core.models import ApiKey, KeyKind, Tenant, utcnow
-from hub.core.tenants import get_or_create
 
 KEY_PREFIX = "hub_"
 PREFIX_LEN = 8
@@ -79,8 +79,10 @@ def create_key(
     kind: KeyKind = KeyKind.INGEST,
     sources: list[str] | None = None,
     expires_at: datetime | None = None,
+    create_tenant: bool = False,
 ) -> CreatedKey:
-    """Create a key (and its tenant if new). Operator keys have no tenant; others need one."""
+    """Create a key. Operator keys have no tenant; others need an existing one (UnknownTenant
+    says how to create it), or `create_tenant` to create it if new (scripts of the old days)."""
     if not name.strip():
         raise BadRequest("a key needs a --name")
     tenant: Tenant | None = None
@@ -90,7 +92,16 @@ def create_key(
     else:
         if tenant_slug is None:
             raise BadRequest("a tenant key needs --tenant SLUG (or use --operator)")
-        tenant, _ = get_or_create(session, tenant_slug)
+        tenants.validate_slug(tenant_slug)
+        if create_tenant:
+            tenant, _ = tenants.get_or_create(session, tenant_slug)
+        else:
+            tenant = tenants.by_slug(session, tenant_slug)
+            if tenant is None:
+                raise UnknownTenant(
+                    f"{tenants.unknown_message(session, tenant_slug)}; create it first with: "
+                    f"hub tenants create {tenant_slug} (or pass --create-tenant)"
+                )
     prefix, secret = generate()
     row = ApiKey(
         tenant_id=tenant.id if tenant else None,

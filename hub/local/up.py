@@ -64,7 +64,11 @@ def demo_key(settings: Settings, engine: Engine) -> str:
             if apikeys.find_valid(session, saved) is not None:
                 return saved
         created = apikeys.create_key(
-            session, name="demo (hub up)", tenant_slug=DEMO_TENANT, kind=KeyKind.ADMIN
+            session,
+            name="demo (hub up)",
+            tenant_slug=DEMO_TENANT,
+            kind=KeyKind.ADMIN,
+            create_tenant=True,
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(created.secret + "\n")

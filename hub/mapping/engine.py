@@ -15,8 +15,10 @@ from typing import Any
 from hub.core.errors import TransformError
 from hub.core.models import EndpointKind
 from hub.core.queues import QueueName
+from hub.core.tenants import TenantSettings
 from hub.mapping.conditions import Condition, Problems, compile_condition
 from hub.mapping.expressions import as_text, compile_template, compile_value
+from hub.mapping.functions import tenant_settings
 from hub.mapping.paths import Getter
 from hub.mapping.rules import RouteConfig, RuleConfig
 from hub.mapping.topics import TopicMatcher, compile_topics
@@ -172,9 +174,20 @@ class RuleSet:
         return found
 
     def evaluate(
-        self, source: str, event_type: str, payload: Any, *, explain: bool = False
+        self,
+        source: str,
+        event_type: str,
+        payload: Any,
+        *,
+        explain: bool = False,
+        tenant: TenantSettings | None = None,
     ) -> Evaluation:
-        """What this event would send. Transform failures are collected in `errors`."""
+        """What this event would send. Transform failures are collected in `errors`. Date and
+        money functions use `tenant`'s time zone and locale (default America/Sao_Paulo, pt-BR)."""
+        with tenant_settings(tenant):
+            return self._evaluate(source, event_type, payload, explain)
+
+    def _evaluate(self, source: str, event_type: str, payload: Any, explain: bool) -> Evaluation:
         out = Evaluation()
         if explain:
             for rule in self.rules:

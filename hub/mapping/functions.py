@@ -11,7 +11,9 @@ from __future__ import annotations
 import difflib
 import hashlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -21,12 +23,40 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import orjson
 
 from hub.core.errors import TransformError
+from hub.core.tenants import DEFAULT_SETTINGS, Locale, TenantSettings
 
-DEFAULT_TZ = "America/Sao_Paulo"
-_TZ = ZoneInfo(DEFAULT_TZ)
+DEFAULT_TZ = DEFAULT_SETTINGS.timezone
 _NON_DIGITS = re.compile(r"\D+")
 _CNPJ_CHARS = re.compile(r"[^0-9A-Z]+")
-_BR_DATES = ("%d/%m/%Y", "%d/%m/%Y %H:%M", "%d/%m/%Y %H:%M:%S", "%d-%m-%Y")
+_DAY_FIRST = ("%d/%m/%Y", "%d/%m/%Y %H:%M", "%d/%m/%Y %H:%M:%S", "%d-%m-%Y")
+_MONTH_FIRST = ("%m/%d/%Y", "%m/%d/%Y %H:%M", "%m/%d/%Y %H:%M:%S", "%m-%d-%Y")
+
+
+@dataclass(frozen=True)
+class _Current:
+    zone: ZoneInfo
+    locale: Locale
+
+
+def _current_of(settings: TenantSettings) -> _Current:
+    return _Current(settings.zone, settings.conventions)
+
+
+_DEFAULT_CURRENT = _current_of(DEFAULT_SETTINGS)
+_TENANT: ContextVar[_Current] = ContextVar("hub_mapping_tenant", default=_DEFAULT_CURRENT)
+
+
+@contextmanager
+def tenant_settings(settings: TenantSettings | None) -> Iterator[None]:
+    """Date and money functions called inside use this tenant's time zone and locale."""
+    if settings is None or settings == DEFAULT_SETTINGS:
+        yield
+        return
+    token = _TENANT.set(_current_of(settings))
+    try:
+        yield
+    finally:
+        _TENANT.reset(token)
 
 
 @dataclass(frozen=True)
@@ -225,16 +255,17 @@ def _parse_moment(name: str, value: Any, input_format: str | None) -> datetime |
             parsed = datetime.strptime(text, input_format)
         except ValueError as exc:
             raise TransformError(f"{name}: does not match the format {input_format!r}") from exc
-        return parsed.replace(tzinfo=_TZ)
+        return parsed.replace(tzinfo=_TENANT.get().zone)
     if len(text) == 10 and text[4] == "-":
         try:
             return date.fromisoformat(text)
         except ValueError:
             pass
+    current = _TENANT.get()
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
-        for fmt in _BR_DATES:
+        for fmt in _DAY_FIRST if current.locale.day_first else _MONTH_FIRST:
             try:
                 parsed = datetime.strptime(text, fmt)
                 break
@@ -243,30 +274,32 @@ def _parse_moment(name: str, value: Any, input_format: str | None) -> datetime |
         else:
             raise TransformError(f"{name}: not a date or time it can read") from None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=_TZ)  # Brazilian systems send local time
+        parsed = parsed.replace(tzinfo=current.zone)  # systems send the tenant's local time
     return parsed
 
 
 def date_fn(value: Any, fmt: str = "%Y-%m-%d", input_format: str | None = None) -> str | None:
-    """A date as `fmt` (strftime, or `iso`); instants are taken in America/Sao_Paulo."""
+    """A date as `fmt` (strftime, or `iso`); instants are taken in the tenant's time zone."""
     if value is None:
         return None
     moment = _parse_moment("date", value, input_format)
-    day = moment.astimezone(_TZ).date() if isinstance(moment, datetime) else moment
+    day = moment.astimezone(_TENANT.get().zone).date() if isinstance(moment, datetime) else moment
     return day.isoformat() if fmt == "iso" else day.strftime(fmt)
 
 
 def datetime_fn(
-    value: Any, fmt: str = "iso", tz: str = DEFAULT_TZ, input_format: str | None = None
+    value: Any, fmt: str = "iso", tz: str | None = None, input_format: str | None = None
 ) -> str | None:
-    """An instant converted to `tz` (default America/Sao_Paulo) as ISO 8601 or strftime `fmt`."""
+    """An instant converted to `tz` (default: the tenant's time zone, America/Sao_Paulo unless
+    it set another) as ISO 8601 or strftime `fmt`."""
     if value is None:
         return None
+    home = _TENANT.get().zone
     moment = _parse_moment("datetime", value, input_format)
     if not isinstance(moment, datetime):
-        moment = datetime.combine(moment, time(), tzinfo=_TZ)
+        moment = datetime.combine(moment, time(), tzinfo=home)
     try:
-        zone = _TZ if tz == DEFAULT_TZ else ZoneInfo(tz)
+        zone = home if tz is None else ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise TransformError(f"datetime: unknown time zone {tz!r}") from exc
     local = moment.astimezone(zone)
@@ -314,6 +347,21 @@ def money(value: Any) -> int | None:
     return int((amount.quantize(_CENT, rounding=ROUND_HALF_UP) * 100).to_integral_value())
 
 
+def money_text(cents: Any) -> str | None:
+    """Integer cents as the tenant's locale writes money: 123456 -> "R$ 1.234,56" (pt-BR)."""
+    if cents is None:
+        return None
+    if isinstance(cents, bool) or not isinstance(cents, int | float):
+        raise TransformError(f"money_text: expects integer cents, got {_kind(cents)}")
+    if isinstance(cents, float) and not cents.is_integer():
+        raise TransformError("money_text: expects integer cents (see money)")
+    locale = _TENANT.get().locale
+    units, rest = divmod(abs(int(cents)), 100)
+    whole = f"{units:,}".replace(",", locale.thousands)
+    sign = "-" if cents < 0 else ""
+    return sign + locale.money.format(f"{whole}{locale.decimal}{rest:02d}")
+
+
 _MODES = ("format", "digits", "mask", "validate")
 
 REGISTRY: dict[str, Function] = {
@@ -336,6 +384,7 @@ REGISTRY: dict[str, Function] = {
             zone_arg=2,
         ),
         Function("money", money, 1, 1, "an amount as integer cents"),
+        Function("money_text", money_text, 1, 1, "integer cents in the tenant's locale: R$ 1,50"),
         Function("concat", concat, 1, None, "the values joined as text (nulls skipped)"),
         Function("coalesce", coalesce, 1, None, "the first value that is not null or empty"),
         Function("sha256", sha256, 1, 2, "sha256(value, salt): a pseudonym (hex)"),

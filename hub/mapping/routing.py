@@ -35,10 +35,12 @@ from hub.core.models import (
     EventStatus,
     IntegrationEvent,
     RetryQueue,
+    Tenant,
     WebhookDelivery,
     utcnow,
 )
 from hub.core.queues import DELIVER, enqueue_ids
+from hub.core.tenants import TenantSettings
 from hub.mapping.engine import RuleSet
 from hub.mapping.live import live_mappings
 
@@ -92,7 +94,11 @@ def _route_batch(
                 IntegrationEvent.event_type,
                 IntegrationEvent.payload,
                 IntegrationEvent.correlation_id,
-            ).where(IntegrationEvent.id.in_(event_ids), IntegrationEvent.status.in_(WAITING))
+                Tenant.timezone,  # the tenant's settings, for date and money functions
+                Tenant.locale,
+            )
+            .join(Tenant, Tenant.id == IntegrationEvent.tenant_id)
+            .where(IntegrationEvent.id.in_(event_ids), IntegrationEvent.status.in_(WAITING))
         ).all()
         if not events:
             return out
@@ -120,7 +126,12 @@ def _route_batch(
                 out.failed[event.id] = str(exc)
                 dead.append(_dead_letter(event, str(exc)))
                 continue
-            evaluation = ruleset.evaluate(event.source, event.event_type, payload)
+            evaluation = ruleset.evaluate(
+                event.source,
+                event.event_type,
+                payload,
+                tenant=TenantSettings(event.timezone, event.locale),
+            )
             if evaluation.errors:
                 reason = "; ".join(evaluation.errors)
                 out.failed[event.id] = reason

@@ -18,7 +18,8 @@ from starlette.routing import BaseRoute, Route
 
 from hub.core.db import session_factory
 from hub.core.errors import BadRequest, Forbidden, Unauthorized
-from hub.core.models import EventStatus, KeyKind
+from hub.core.models import EventStatus, KeyKind, Tenant
+from hub.core.tenants import TenantSettings
 from hub.ingress import apikeys
 from hub.ingress.principals import presented_key
 from hub.mapping.engine import Evaluation
@@ -27,16 +28,19 @@ from hub.mapping.live import LiveMappings
 ALLOWED = (KeyKind.ADMIN, KeyKind.OPERATOR)
 
 
-def _authorize(request: Request) -> None:
+def _authorize(request: Request) -> TenantSettings | None:
+    """The key's tenant's settings (an admin key), or None (an operator key: the defaults)."""
     secret = presented_key(request.headers)
     if secret is None:
         raise Unauthorized("an admin or operator API key is required (X-API-Key)")
     with session_factory(request.app.state.engine)() as session:
         key = apikeys.find_valid(session, secret)
-    if key is None:
-        raise Unauthorized("the API key is unknown, revoked or expired")
-    if key.kind not in ALLOWED:
-        raise Forbidden("simulate needs an admin or operator key")
+        if key is None:
+            raise Unauthorized("the API key is unknown, revoked or expired")
+        if key.kind not in ALLOWED:
+            raise Forbidden("simulate needs an admin or operator key")
+        tenant = session.get(Tenant, key.tenant_id) if key.tenant_id is not None else None
+        return TenantSettings.of(tenant) if tenant is not None else None
 
 
 def _parse(body: bytes) -> tuple[str, str, Any]:
@@ -89,14 +93,14 @@ def describe(evaluation: Evaluation) -> dict[str, Any]:
 
 
 def _run(request: Request, body: bytes) -> dict[str, Any]:
-    _authorize(request)
+    tenant = _authorize(request)
     source, event_type, payload = _parse(body)
     state = request.app.state
     live = getattr(state, "mappings", None)
     if not isinstance(live, LiveMappings):
         live = state.mappings = LiveMappings()
     applied = live.get(state.engine, getattr(state, "redis", None))
-    evaluation = applied.ruleset.evaluate(source, event_type, payload, explain=True)
+    evaluation = applied.ruleset.evaluate(source, event_type, payload, explain=True, tenant=tenant)
     return {
         "version": applied.version,
         "source": source,

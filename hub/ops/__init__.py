@@ -6,6 +6,9 @@ health.py       /health, bounded in time
 replay.py       dead letters and events sent again (the CLI, the admin API and RQ jobs share it)
 purge.py        payloads and rows older than a cut-off removed in batches
 admin.py        the /admin/* JSON API
+tenants.py      tenants as the operator's object: create, list, show, (de)activate, rename, limits
+tenant_routes.py /admin/tenants: the same verbs for the operator over HTTP
+offboarding.py  `hub tenants delete --erase`: a tenant's rows erased in resumable batches
 dashboard.py    rq-dashboard mounted at /rq behind the operator key
 
 May import: hub.core, hub.ingress, hub.delivery, hub.mapping.

@@ -84,7 +84,7 @@ def _tenant_scope(session: Session, principal: Principal, slug: str | None) -> i
     return replay.tenant_id_of(session, slug) if slug else None
 
 
-async def _json_body(request: Request, allowed: set[str]) -> dict[str, Any]:
+async def json_body(request: Request, allowed: set[str]) -> dict[str, Any]:
     raw = await request.body()
     if not raw.strip():
         return {}
@@ -298,7 +298,7 @@ async def event_show(request: Request, principal: Principal) -> Response:
 
 @requires_key()
 async def event_replay(request: Request, principal: Principal) -> Response:
-    body = await _json_body(request, {"remap", "dry_run"})
+    body = await json_body(request, {"remap", "dry_run"})
     state = request.app.state
     report = await run_in_threadpool(
         lambda: replay.request_event(
@@ -349,7 +349,7 @@ async def dead_letter_discard(request: Request, principal: Principal) -> Respons
 
 @requires_key()
 async def dead_letter_replay(request: Request, principal: Principal) -> Response:
-    body = await _json_body(request, {"remap", "dry_run"})
+    body = await json_body(request, {"remap", "dry_run"})
     state = request.app.state
     report = await run_in_threadpool(
         lambda: replay.request_dead_letter(
@@ -381,7 +381,7 @@ def _bulk(engine: Engine, redis: Any, principal: Principal, body: dict[str, Any]
 @requires_key()
 async def dead_letters_replay(request: Request, principal: Principal) -> Response:
     fields = {"source", "endpoint", "tenant", "since", "until", "limit", "remap", "dry_run"}
-    body = await _json_body(request, fields)
+    body = await json_body(request, fields)
     state = request.app.state
     report = await run_in_threadpool(_bulk, state.engine, state.redis, principal, body)
     out = report.as_dict()

@@ -52,6 +52,7 @@ from hub.core.models import (
     utcnow,
 )
 from hub.core.queues import REMAP, REPLAY, QueueName, enqueue_ids
+from hub.core.tenants import TenantSettings
 from hub.core.units import parse_duration
 
 log = logging.getLogger("hub.ops.replay")
@@ -493,7 +494,13 @@ def run_remap(ctx: JobContext, event_ids: Sequence[str]) -> dict[str, int]:
             for letter in mapping_letters:
                 _close(session, letter)
             payload = orjson.loads(ctx.cipher.decrypt(cast(bytes, event.payload)))
-            evaluation = applied.ruleset.evaluate(event.source, event.event_type, payload)
+            owner = session.get(Tenant, event.tenant_id)
+            evaluation = applied.ruleset.evaluate(
+                event.source,
+                event.event_type,
+                payload,
+                tenant=TenantSettings.of(owner) if owner is not None else None,
+            )
             for planned in evaluation.planned:
                 delivery = session.scalar(
                     select(WebhookDelivery).where(

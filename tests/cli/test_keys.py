@@ -21,9 +21,17 @@ def run(args: list[str], database_url: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
+def create_tenant(slug: str, database_url: str) -> None:
+    result = CliRunner().invoke(
+        cli, ["tenants", "create", slug], env={"HUB_DATABASE_URL": database_url}
+    )
+    assert result.exit_code == 0, result.stderr
+
+
 def test_create_prints_the_key_alone_on_the_last_line_and_stores_only_its_hash(
     database_url: str, engine: Engine
 ) -> None:
+    create_tenant("clinic-1", database_url)
     code, out, err = run(["create", "--tenant", "clinic-1", "--name", "site"], database_url)
     assert code == 0, err
     key = out.strip().splitlines()[-1]
@@ -35,7 +43,35 @@ def test_create_prints_the_key_alone_on_the_last_line_and_stores_only_its_hash(
         assert session.scalar(select(Tenant.slug).where(Tenant.id == row.tenant_id)) == "clinic-1"
 
 
+def test_create_for_an_unknown_tenant_says_how_to_create_it_and_stores_nothing(
+    database_url: str, engine: Engine
+) -> None:
+    create_tenant("clinic-1", database_url)
+    code, out, err = run(["create", "--tenant", "clinic-2", "--name", "site"], database_url)
+    assert code == 2 and out == ""
+    assert err.startswith("hub: error: no tenant 'clinic-2' (did you mean 'clinic-1'?)")
+    assert "hub tenants create clinic-2" in err and "--create-tenant" in err
+    assert len(err.strip().splitlines()) == 1
+    with Session(engine) as session:
+        assert session.scalar(select(ApiKey.id)) is None
+        assert list(session.scalars(select(Tenant.slug))) == ["clinic-1"]
+
+
+def test_create_tenant_flag_keeps_the_old_behaviour_for_scripts(
+    database_url: str, engine: Engine
+) -> None:
+    code, out, err = run(
+        ["create", "--tenant", "clinic-9", "--create-tenant", "--name", "site"], database_url
+    )
+    assert code == 0, err
+    with Session(engine) as session:
+        row = find_valid(session, out.strip().splitlines()[-1])
+        assert row is not None
+        assert session.scalar(select(Tenant.slug).where(Tenant.id == row.tenant_id)) == "clinic-9"
+
+
 def test_create_with_options_as_json(database_url: str, engine: Engine) -> None:
+    create_tenant("clinic-2", database_url)
     code, out, err = run(
         [
             "create", "--tenant", "clinic-2", "--name", "fin", "--admin",
@@ -79,7 +115,8 @@ def test_bad_options_are_one_line_errors_with_exit_2(database_url: str, engine: 
         assert session.scalar(select(ApiKey.id)) is None  # nothing stored
 
 
-def test_list_shows_every_key_without_the_secret(database_url: str) -> None:
+def test_list_shows_every_key_without_the_secret(database_url: str, engine: Engine) -> None:
+    create_tenant("clinic-1", database_url)
     _, out1, _ = run(["create", "--tenant", "clinic-1", "--name", "site"], database_url)
     _, out2, _ = run(["create", "--operator", "--name", "ops"], database_url)
     secret = out1.strip().splitlines()[-1]
@@ -100,6 +137,7 @@ def test_list_shows_every_key_without_the_secret(database_url: str) -> None:
 
 
 def test_revoke_makes_the_key_invalid(database_url: str, engine: Engine) -> None:
+    create_tenant("clinic-1", database_url)
     _, out, _ = run(["create", "--tenant", "clinic-1", "--name", "site", "--json"], database_url)
     created = orjson.loads(out)
     code, said, _ = run(["revoke", str(created["id"])], database_url)

@@ -342,3 +342,32 @@ def test_an_undefined_endpoint_makes_a_dead_letter_that_says_so(
     assert deliver_batch(ctx, [dlv])["dead"] == 1
     [letter] = dead_letters(ctx)
     assert "nowhere is not defined" in letter.reason and letter.attempts == 0
+
+
+def test_a_deactivated_tenants_deliveries_wait_without_using_attempts(
+    ctx: WorkerContext, world: World, target: TargetServer
+) -> None:
+    from sqlalchemy.orm import Session
+
+    from hub.ops.tenants import set_active
+
+    world.endpoint("crm", kind="webhook", url=target.url)
+    dlv = world.delivery("crm", {"name": "Ana"})
+    with Session(ctx.engine) as session, session.begin():
+        set_active(session, "clinic-1", False)
+
+    assert deliver_batch(ctx, [dlv]) == {"skipped": 0, "deferred": 1}
+
+    assert target.seen == [] and attempts(ctx, dlv) == []
+    row = delivery(ctx, dlv)
+    assert row.status == DeliveryStatus.RETRYING and row.attempts == 0
+    queued = retry_row(ctx, dlv)
+    assert queued is not None and queued.reason == "tenant_inactive" and queued.attempt == 0
+    assert 25 < (queued.next_retry_at - utcnow()).total_seconds() <= 37
+
+    with Session(ctx.engine) as session, session.begin():
+        set_active(session, "clinic-1", True)
+    with ctx.engine.begin() as conn:  # its next look is due now
+        conn.execute(update(WebhookDelivery).values(next_attempt_at=None))
+    assert deliver_batch(ctx, [dlv])["delivered"] == 1
+    assert delivery(ctx, dlv).attempts == 1 and len(target.seen) == 1

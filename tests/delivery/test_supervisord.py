@@ -73,7 +73,9 @@ def test_supervisord_runs_web_workers_and_sweeper_and_delivers(
     env |= {f"CLINIC_1_ZAPI_{k}": "x" for k in ("INSTANCE", "TOKEN", "CLIENT_TOKEN")}
     apply_mappings(ctx.engine, ctx.redis, load_mappings(ROOT / "mappings"))
     with ctx.sessions() as session, session.begin():
-        key = create_key(session, name="site form", tenant_slug="clinic-1").secret
+        key = create_key(
+            session, name="site form", tenant_slug="clinic-1", create_tenant=True
+        ).secret
     dlv = world.delivery("crm", {"name": "Bia"}, path="/direct")
     with ctx.engine.begin() as conn:
         conn.execute(

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from hub.core.errors import TransformError
+from hub.core.tenants import TenantSettings
 from hub.mapping import functions as f
 
 
@@ -98,6 +99,26 @@ def test_dates_are_taken_in_sao_paulo() -> None:
     assert f.datetime_fn("2026-11-27T13:05:00Z", "%H:%M") == "10:05"
     with pytest.raises(TransformError, match="not a date"):
         f.date_fn("yesterday")
+
+
+def test_a_tenants_time_zone_and_locale_change_dates_and_money() -> None:
+    lisbon = TenantSettings("Europe/Lisbon", "pt-PT")
+    us = TenantSettings("America/New_York", "en-US")
+    with f.tenant_settings(lisbon):
+        assert f.datetime_fn("2026-11-27T13:05:00Z") == "2026-11-27T13:05:00+00:00"
+        assert f.datetime_fn("27/11/2026 10:05") == "2026-11-27T10:05:00+00:00"
+        assert f.date_fn("2026-11-28T01:30:00Z") == "2026-11-28"
+        assert f.money_text(123456) == "1 234,56 €"
+    with f.tenant_settings(us):
+        assert f.date_fn("03/04/2026") == "2026-03-04"  # month first
+        assert f.datetime_fn("2026-11-27 10:05") == "2026-11-27T10:05:00-05:00"
+        assert f.money_text(-123456) == "-$1,234.56"
+    # outside, and for the default tenant: São Paulo and pt-BR
+    assert f.date_fn("03/04/2026") == "2026-04-03"
+    assert f.datetime_fn("2026-11-27T13:05:00Z") == "2026-11-27T10:05:00-03:00"
+    assert f.money_text(123456) == "R$ 1.234,56" and f.money_text(5) == "R$ 0,05"
+    with pytest.raises(TransformError, match="integer cents"):
+        f.money_text("12,50")
 
 
 def test_text_functions_and_null() -> None:

@@ -36,6 +36,7 @@ from hub.core.tenants import get_or_create
 from hub.mapping.apply import apply_mappings
 from hub.mapping.config import load_mappings
 from hub.mapping.routing import process_events
+from hub.ops import tenants
 from workers.context import WorkerContext
 
 SHIPPED = Path(__file__).resolve().parents[2] / "mappings"
@@ -64,7 +65,7 @@ def ctx(settings: Settings, engine: Engine, redis: Redis) -> Iterator[WorkerCont
 def store(ctx: WorkerContext, source: str, event_type: str, payload: Any, **extra: Any) -> str:
     blob = extra.pop("blob", None)
     with Session(ctx.engine) as session, session.begin():
-        tenant, _ = get_or_create(session, "clinic-1")
+        tenant, _ = get_or_create(session, extra.pop("tenant", "clinic-1"))
         event_id = ids.new_id(ids.EVENT)
         session.add(
             IntegrationEvent(
@@ -159,6 +160,24 @@ def test_a_delayed_route_is_scheduled_in_the_database(ctx: WorkerContext) -> Non
         assert retry.attempt == 0 and retry.next_retry_at == feedback.next_attempt_at
     assert feedback.id not in queued_ids(ctx.redis, "notifications")
     assert rows["notify-client"].id in queued_ids(ctx.redis, "notifications")
+
+
+def test_dates_are_written_in_each_tenants_time_zone(ctx: WorkerContext) -> None:
+    with Session(ctx.engine) as session, session.begin():
+        tenants.create(session, "clinic-jp", timezone="Asia/Tokyo", locale="en-US")
+    home = store(ctx, "operacao", "service.completed", SERVICE)
+    tokyo = store(ctx, "operacao", "service.completed", SERVICE, tenant="clinic-jp")
+    process_events(ctx, [home, tokyo])
+
+    def body(event_id: str, route: str) -> Any:
+        request = deliveries(ctx.engine, event_id)[route].request
+        assert request is not None
+        return orjson.loads(ctx.cipher.decrypt(request))["body"]
+
+    assert body(home, "update-crm")["last_service_at"] == "2026-11-27T14:30:00-03:00"
+    assert body(home, "invoice")["service_date"] == "2026-11-27"
+    assert body(tokyo, "update-crm")["last_service_at"] == "2026-11-28T02:30:00+09:00"
+    assert body(tokyo, "invoice")["service_date"] == "2026-11-28"
 
 
 def test_a_payload_that_does_not_fit_fails_that_event_alone(ctx: WorkerContext) -> None:

@@ -26,7 +26,9 @@ LEAD = {"type": "lead.created", "name": "Ana", "phone": "(11) 91234-5678"}
 def make_key(engine: Engine, kind: KeyKind) -> str:
     with Session(engine) as session, session.begin():
         tenant = None if kind is KeyKind.OPERATOR else "clinic-1"
-        return apikeys.create_key(session, name=f"{kind}", tenant_slug=tenant, kind=kind).secret
+        return apikeys.create_key(
+            session, name=f"{kind}", tenant_slug=tenant, kind=kind, create_tenant=True
+        ).secret
 
 
 @pytest.fixture

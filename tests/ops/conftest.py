@@ -67,9 +67,13 @@ def keys(world: World) -> Keys:
             operator=create_key(
                 session, name="ops", tenant_slug=None, kind=KeyKind.OPERATOR
             ).secret,
-            admin=create_key(session, name="a", tenant_slug=TENANT, kind=KeyKind.ADMIN).secret,
-            other_admin=create_key(session, name="b", tenant_slug=OTHER, kind=KeyKind.ADMIN).secret,
-            ingest=create_key(session, name="i", tenant_slug=TENANT).secret,
+            admin=create_key(
+                session, name="a", tenant_slug=TENANT, kind=KeyKind.ADMIN, create_tenant=True
+            ).secret,
+            other_admin=create_key(
+                session, name="b", tenant_slug=OTHER, kind=KeyKind.ADMIN, create_tenant=True
+            ).secret,
+            ingest=create_key(session, name="i", tenant_slug=TENANT, create_tenant=True).secret,
         )
     return made
 

@@ -147,7 +147,7 @@ def test_personal_data_never_reaches_the_logs_of_any_process(
         PYTHONUNBUFFERED="1",
     )
     with session_factory(engine).begin() as session:
-        key = create_key(session, name="site", tenant_slug="clinic-1").secret
+        key = create_key(session, name="site", tenant_slug="clinic-1", create_tenant=True).secret
     logs = tmp_path / "logs"
     logs.mkdir()
 
