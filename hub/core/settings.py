@@ -68,8 +68,12 @@ class Settings(BaseSettings):
     alert_interval: float = Field(
         default=60.0, ge=0, description="seconds between the sweeper's alert checks"
     )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="when set, GET /metrics needs `Authorization: Bearer <token>` (off: open)",
+    )
 
-    @field_validator("database_url", "redis_url", mode="before")
+    @field_validator("database_url", "redis_url", "metrics_token", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         if isinstance(value, str) and not value.strip():

@@ -21,10 +21,12 @@ from hub.core.errors import BadRequest, Forbidden, Unauthorized
 from hub.core.models import EventStatus, KeyKind
 from hub.ingress import apikeys
 from hub.ingress.principals import presented_key
+from hub.ingress.route import read_body
 from hub.mapping.engine import Evaluation
 from hub.mapping.live import LiveMappings
 
 ALLOWED = (KeyKind.ADMIN, KeyKind.OPERATOR)
+MAX_BODY = 1024 * 1024  # bytes: an example payload, as large as a source would take
 
 
 def _authorize(request: Request) -> None:
@@ -89,7 +91,6 @@ def describe(evaluation: Evaluation) -> dict[str, Any]:
 
 
 def _run(request: Request, body: bytes) -> dict[str, Any]:
-    _authorize(request)
     source, event_type, payload = _parse(body)
     state = request.app.state
     live = getattr(state, "mappings", None)
@@ -106,7 +107,8 @@ def _run(request: Request, body: bytes) -> dict[str, Any]:
 
 
 async def simulate(request: Request) -> JSONResponse:
-    body = await request.body()
+    await run_in_threadpool(_authorize, request)  # the key first: no body is read without one
+    body = await read_body(request, MAX_BODY, "simulate's limit")
     return JSONResponse(await run_in_threadpool(_run, request, body))
 
 
