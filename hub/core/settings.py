@@ -68,6 +68,14 @@ class Settings(BaseSettings):
     alert_interval: float = Field(
         default=60.0, ge=0, description="seconds between the sweeper's alert checks"
     )
+    limit_concurrency: int = Field(
+        default=1000,
+        ge=1,
+        description="connections and requests a web process holds at once; past it, 503",
+    )
+    keepalive_timeout: int = Field(
+        default=5, ge=1, description="seconds an idle keep-alive connection is kept open"
+    )
     metrics_token: SecretStr | None = Field(
         default=None,
         description="when set, GET /metrics needs `Authorization: Bearer <token>` (off: open)",
