@@ -6,6 +6,8 @@ health.py       /health, bounded in time
 replay.py       dead letters and events sent again (the CLI, the admin API and RQ jobs share it)
 purge.py        payloads and rows older than a cut-off removed in batches
 admin.py        the /admin/* JSON API
+params.py       what the admin API accepts: pydantic models, every parameter bounded
+openapi.py      GET /openapi.json, built from the routes' models
 dashboard.py    rq-dashboard mounted at /rq behind the operator key
 
 May import: hub.core, hub.ingress, hub.delivery, hub.mapping.
