@@ -26,7 +26,7 @@ from hub.core.settings import Settings
 from hub.ingress import route as ingress
 from hub.ingress.route import FastIngress
 from hub.mapping import simulate
-from hub.ops import admin, status, tenant_routes
+from hub.ops import admin, openapi, status, tenant_routes
 from hub.ops.dashboard import create_dashboard
 from hub.ops.health import create_probe_engine, health
 
@@ -75,6 +75,7 @@ def create_app(settings: Settings) -> Starlette:
         *admin.ROUTES,
         *tenant_routes.ROUTES,
         *status.ROUTES,
+        *openapi.ROUTES,
         Mount("/rq", app=create_dashboard(settings)),
     ]
     return Starlette(

@@ -25,6 +25,11 @@ from hub.core.settings import Settings
 from hub.local.embedded import EmbeddedRedis
 
 CI = bool(os.environ.get("CI"))
+
+# The suite's stand-ins for target systems listen on loopback, which the egress policy closes to
+# deliveries by default: the suite allows it, for every Settings it builds and every process it
+# starts (tests/delivery/test_egress.py builds its own policies to check the refusals).
+os.environ.setdefault("HUB_EGRESS_ALLOW", "127.0.0.0/8,::1")
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -29,6 +29,9 @@ sources:
     event_id: {header: Idempotency-Key}
   plain:
     event_type: {const: thing.happened}
+  urlonly:
+    event_type: {const: thing.happened}
+    allow_query_key: true
   nested:
     event_type: {jsonpath: "$.data.kind"}
     event_id: {jsonpath: "$.data.id"}

@@ -10,11 +10,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from rq import Queue, SimpleWorker
 from rq.job import Job
 
-from hub.core.queues import PRIORITY, QueueName, check_redis, connect_redis, get_queue
+from hub.core.jobformat import convert_pickled_jobs
+from hub.core.queues import (
+    PRIORITY,
+    SERIALIZER,
+    QueueName,
+    check_redis,
+    connect_redis,
+    get_queue,
+)
 from hub.core.settings import Settings
 from hub.delivery.jobs import job_timeout_floor
 from workers import context
@@ -26,6 +35,10 @@ class HubWorker(SimpleWorker):
     """SimpleWorker whose jobs never get a timeout shorter than `min_job_timeout` seconds."""
 
     min_job_timeout = 0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("serializer", SERIALIZER)  # hub's jobs are JSON, never pickles
+        super().__init__(*args, **kwargs)
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         if job.timeout is None or 0 <= job.timeout < self.min_job_timeout:
@@ -45,6 +58,7 @@ def run_worker(
     check_redis(redis, settings)
     ctx = context.WorkerContext.from_settings(settings)
     context.install(ctx)
+    convert_pickled_jobs(redis)  # jobs an older hub pickled, before any is taken
     worker = HubWorker(
         [get_queue(redis, q) for q in queues],
         connection=redis,

@@ -93,14 +93,30 @@ def bench_e2e(
             last_report = 0.0
             while time.time() < deadline:
                 with s.engine.connect() as conn:
-                    delivered = (
-                        conn.scalar(
-                            select(func.count())
-                            .select_from(WebhookDelivery)
-                            .where(WebhookDelivery.status == DeliveryStatus.DELIVERED)
-                        )
-                        or 0
+                    counts = dict(
+                        conn.execute(
+                            select(WebhookDelivery.status, func.count())
+                            .where(
+                                WebhookDelivery.status.in_(
+                                    [DeliveryStatus.DELIVERED, DeliveryStatus.DEAD]
+                                )
+                            )
+                            .group_by(WebhookDelivery.status)
+                        ).all()
                     )
+                    reason = None
+                    if counts.get(DeliveryStatus.DEAD):
+                        reason = conn.scalar(
+                            select(WebhookDelivery.last_error)
+                            .where(WebhookDelivery.status == DeliveryStatus.DEAD)
+                            .limit(1)
+                        )
+                delivered = counts.get(DeliveryStatus.DELIVERED, 0)
+                if (
+                    reason is not None
+                ):  # the bench's target answers 200: a dead one is a setup error
+                    dead = counts[DeliveryStatus.DEAD]
+                    raise HubError(f"bench e2e: {dead} deliveries ended dead, e.g.: {reason}")
                 if delivered >= expected:
                     break
                 if time.time() - last_report > 2:

@@ -53,6 +53,7 @@ class Scratch:
             HUB_MAPPINGS_DIR=str(self.dir / "mappings"),
             HUB_LOG_LEVEL="INFO",  # as in production: our own log lines are part of the cost
             HUB_DEFAULT_RATE_LIMIT="100000000/minute",
+            HUB_EGRESS_ALLOW="127.0.0.1",  # the bench's target listens on loopback
             **{SECRET_VAR: self.webhook_secret},
         )
         return env

@@ -68,6 +68,10 @@ def serve(host: str | None, port: int | None, workers: int) -> None:
         log_level="warning",
         loop="auto",
         http="auto",
+        # slow or too many clients: what uvicorn offers (see the README's "Production" for the
+        # reverse proxy's header and body timeouts, which uvicorn has not)
+        limit_concurrency=settings.limit_concurrency,
+        timeout_keep_alive=settings.keepalive_timeout,
     )
 
 

@@ -14,6 +14,7 @@
     │   ├── UnknownTenant            no tenant has this slug (names the closest one)
     │   └── UnknownSource            no such source in mappings/sources.yaml
     ├── TransformError               a payload does not fit a rule (fails that event alone)
+    ├── EgressRefused                a delivery's target address is outside the egress policy
     └── RequestError                 4xx answers of the HTTP API (docs/architecture.md, HTTP API)
         ├── Unauthorized             401: missing or bad key, bad signature
         │   ├── MissingApiKey        no key in X-API-Key, Authorization: Bearer or ?api_key=
@@ -251,6 +252,12 @@ class RateLimited(RequestError):
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class EgressRefused(HubError):
+    """A delivery's target resolves to an address the egress policy does not allow."""
+
+    code = "egress_refused"
 
 
 class ReplayFailed(HubError):

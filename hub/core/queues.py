@@ -17,6 +17,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 from rq import Queue
+from rq.serializers import JSONSerializer
 
 from hub.core.errors import RedisUnavailable, SettingError
 from hub.core.settings import Settings
@@ -32,6 +33,11 @@ THROTTLE_PREFIX = KEY_PREFIX + "limits"  # outgoing rate limits per endpoint (li
 RATELIMIT_PREFIX = KEY_PREFIX + "ratelimit"  # incoming rate limits per tenant and source
 ALERTS_ACTIVE_KEY = KEY_PREFIX + "alerts:active"  # alert keys already posted, while they last
 ALERTS_TURN_KEY = KEY_PREFIX + "alerts:turn"  # held by the sweeper that checks this interval
+
+# How RQ stores a job's function, arguments and meta in Redis, on every side (enqueue, worker,
+# dashboard). JSON, not RQ's default pickle: with pickle, anyone who can write to Redis could
+# run code on the workers. Jobs carry only ids, so JSON holds them. See hub.core.jobformat.
+SERIALIZER = JSONSerializer
 
 # RQ jobs, by the dotted name of the function in workers/jobs.py; each takes a list of ids
 PROCESS_EVENTS = "workers.jobs.process_events"  # event ids -> deliveries (hub.mapping.routing)
@@ -102,7 +108,8 @@ def check_redis(redis: Redis, settings: Settings) -> None:
 
 
 def get_queue(redis: Redis, name: QueueName | str) -> Queue:
-    return Queue(QueueName(name).value, connection=redis)
+    """One of hub's queues; its jobs are stored as JSON (SERIALIZER), never pickled."""
+    return Queue(QueueName(name).value, connection=redis, serializer=SERIALIZER)
 
 
 def enqueue_ids(

@@ -9,11 +9,12 @@ Leaving `database_url` / `redis_url` unset selects the embedded default: SQLite 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIB = 1024 * 1024
 
@@ -47,6 +48,11 @@ class Settings(BaseSettings):
     trusted_proxies: list[str] = Field(
         default_factory=list, description="CIDRs whose X-Forwarded-For is believed"
     )
+    egress_allow: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="CIDRs or host names deliveries may reach beyond public addresses "
+        "(comma-separated or a JSON list); loopback, link-local and private are closed otherwise",
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     job_timeout: int = Field(default=300, gt=0, description="RQ job timeout, seconds")
@@ -68,8 +74,30 @@ class Settings(BaseSettings):
     alert_interval: float = Field(
         default=60.0, ge=0, description="seconds between the sweeper's alert checks"
     )
+    limit_concurrency: int = Field(
+        default=1000,
+        ge=1,
+        description="connections and requests a web process holds at once; past it, 503",
+    )
+    keepalive_timeout: int = Field(
+        default=5, ge=1, description="seconds an idle keep-alive connection is kept open"
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="when set, GET /metrics needs `Authorization: Bearer <token>` (off: open)",
+    )
 
-    @field_validator("database_url", "redis_url", mode="before")
+    @field_validator("egress_allow", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [item.strip() for item in text.split(",") if item.strip()]
+        return value
+
+    @field_validator("database_url", "redis_url", "metrics_token", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         if isinstance(value, str) and not value.strip():

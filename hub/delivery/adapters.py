@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import smtplib
+import socket
 import ssl
 import threading
 import time
@@ -25,9 +26,10 @@ import httpx
 import orjson
 
 from hub.core import envrefs
-from hub.core.errors import ConfigError
+from hub.core.errors import ConfigError, EgressRefused
 from hub.core.models import EndpointKind
 from hub.core.signing import sign_standard_webhooks, signing_key
+from hub.delivery.egress import EgressPolicy, GuardedBackend
 from hub.delivery.endpoints import EndpointConfig
 from hub.delivery.retry import RETRY_AFTER_STATUS, is_retryable_status, parse_retry_after
 
@@ -144,6 +146,11 @@ def _transport_failure(exc: httpx.HTTPError) -> Outcome:
     )
 
 
+def _egress_failure(exc: EgressRefused) -> Outcome:
+    """The target's address is closed to deliveries: permanent until the policy changes."""
+    return Outcome(Verdict.DEAD, error_class="egress_refused", error=exc.message[:200])
+
+
 def _config_failure(exc: ConfigError) -> Outcome:
     return Outcome(Verdict.DEAD, error_class="config", error=exc.message[:200])
 
@@ -151,12 +158,13 @@ def _config_failure(exc: ConfigError) -> Outcome:
 class ClientPool:
     """One `httpx.Client` per endpoint in this process (connections kept alive across jobs)."""
 
-    def __init__(self, max_connections: int = 100) -> None:
+    def __init__(self, max_connections: int = 100, egress: EgressPolicy | None = None) -> None:
         self._clients: dict[tuple[str, float], httpx.Client] = {}
         self._lock = threading.Lock()
         self._limits = httpx.Limits(
             max_connections=max_connections, max_keepalive_connections=max_connections
         )
+        self.egress = egress or EgressPolicy()
 
     def get(self, endpoint: str, timeout: float) -> httpx.Client:
         key = (endpoint, timeout)
@@ -165,9 +173,13 @@ class ClientPool:
             with self._lock:
                 client = self._clients.get(key)
                 if client is None:
+                    transport = httpx.HTTPTransport(limits=self._limits)
+                    # connect only where the egress policy allows (httpx has no parameter for
+                    # httpcore's network backend; the pool's is replaced before any request)
+                    transport._pool._network_backend = GuardedBackend(self.egress)
                     client = httpx.Client(
+                        transport=transport,
                         timeout=httpx.Timeout(timeout, pool=timeout),
-                        limits=self._limits,
                         follow_redirects=False,
                         headers={"User-Agent": USER_AGENT},
                     )
@@ -233,6 +245,8 @@ class WebhookAdapter:
             )
         except httpx.HTTPError as exc:
             return _transport_failure(exc)
+        except EgressRefused as exc:
+            return _egress_failure(exc)
         return _http_outcome(status, _excerpt(text), retry_after)
 
 
@@ -279,6 +293,8 @@ class ZapiAdapter:
             )
         except httpx.HTTPError as exc:
             return _transport_failure(exc)
+        except EgressRefused as exc:
+            return _egress_failure(exc)
         return classify_zapi(status, text, retry_after)
 
 
@@ -322,7 +338,22 @@ def smtp_port(endpoint: Target) -> int:
     return config.port or (587 if config.starttls else 25)
 
 
+class _CheckedSMTP(smtplib.SMTP):
+    """smtplib.SMTP connecting only where the egress policy allows (STARTTLS still checks the
+    server's certificate against the host name)."""
+
+    def __init__(self, policy: EgressPolicy, host: str, port: int, timeout: float) -> None:
+        self.policy = policy
+        super().__init__(host, port, timeout=timeout)
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        return self.policy.connect(host, port, timeout)
+
+
 class EmailAdapter:
+    def __init__(self, egress: EgressPolicy | None = None) -> None:
+        self.egress = egress or EgressPolicy()
+
     def send(self, request: OutgoingRequest, endpoint: Target, delivery: DeliveryRef) -> Outcome:
         config = endpoint.config
         body = request.body if isinstance(request.body, dict) else {}
@@ -351,7 +382,7 @@ class EmailAdapter:
         if body.get("html"):
             message.add_alternative(str(body["html"]), subtype="html")
         try:
-            with smtplib.SMTP(host, port, timeout=config.timeout) as smtp:
+            with _CheckedSMTP(self.egress, host, port, timeout=config.timeout) as smtp:
                 if config.starttls:
                     smtp.starttls(context=ssl.create_default_context())
                 if username:
@@ -372,6 +403,8 @@ class EmailAdapter:
             return Outcome(
                 verdict, exc.smtp_code, f"smtp_{exc.smtp_code}", _excerpt(text), _excerpt(text)
             )
+        except EgressRefused as exc:
+            return _egress_failure(exc)
         except smtplib.SMTPNotSupportedError as exc:
             return Outcome(Verdict.DEAD, error_class="smtp_not_supported", error=str(exc)[:200])
         except ssl.SSLError as exc:
@@ -393,12 +426,12 @@ class EmailAdapter:
 class Adapters:
     """The adapters of one process, sharing its pooled HTTP clients."""
 
-    def __init__(self, max_connections: int = 100) -> None:
-        self.clients = ClientPool(max_connections)
+    def __init__(self, max_connections: int = 100, egress: EgressPolicy | None = None) -> None:
+        self.clients = ClientPool(max_connections, egress)
         self._by_kind: dict[EndpointKind, Adapter] = {
             EndpointKind.WEBHOOK: WebhookAdapter(self.clients),
             EndpointKind.ZAPI: ZapiAdapter(self.clients),
-            EndpointKind.EMAIL: EmailAdapter(),
+            EndpointKind.EMAIL: EmailAdapter(egress),
         }
 
     def for_kind(self, kind: EndpointKind) -> Adapter:

@@ -45,6 +45,7 @@ from hub.core.models import (
 from hub.core.settings import Settings
 from hub.delivery.adapters import Adapters, DeliveryRef, Outcome, OutgoingRequest, Target, Verdict
 from hub.delivery.breaker import CircuitBreaker, CircuitState, Gate
+from hub.delivery.egress import EgressPolicy
 from hub.delivery.endpoints import EndpointConfig
 from hub.delivery.registry import EndpointRegistry
 from hub.delivery.retry import next_delay, policy_for
@@ -79,7 +80,8 @@ class DeliveryRuntime:
     """Per worker process: adapters with pooled clients, send threads, caches, Redis helpers."""
 
     def __init__(self, ctx: JobContext) -> None:
-        self.adapters = Adapters(max_connections=SEND_THREADS)
+        egress = EgressPolicy.from_setting(ctx.settings.egress_allow)
+        self.adapters = Adapters(max_connections=SEND_THREADS, egress=egress)
         self.executor = ThreadPoolExecutor(SEND_THREADS, thread_name_prefix="deliver")
         self.registry = EndpointRegistry(ctx.engine, ctx.redis)
         self.throttle = Throttle(ctx.redis)

@@ -124,6 +124,7 @@ class Source:
     event_id: ValueGetter | None
     event_id_desc: str
     event_id_optional: bool  # from a header: absent means the SHA-256 of the body
+    allow_query_key: bool = False  # ?api_key= accepted (providers that only take a URL)
 
     @classmethod
     def compile(cls, name: str, config: SourceConfig, settings: Settings) -> Source:
@@ -149,6 +150,7 @@ class Source:
             event_id=compile_extractor(config.event_id) if config.event_id else None,
             event_id_desc=_describe(config.event_id) if config.event_id else "",
             event_id_optional=config.event_id is not None and config.event_id.header is not None,
+            allow_query_key=config.allow_query_key,
         )
 
 
@@ -218,11 +220,20 @@ class Ingress:
         return True
 
     async def authenticate(self, request: Request) -> KeyRecord:
-        secret = presented_key(request.headers, query=request.query_params)
+        """The key of the request: in a header, or in `?api_key=` where the source opts in
+        (`allow_query_key: true`: a key in a URL ends up in proxies' logs)."""
+        source = self.sources.get(request.path_params["source"])
+        if source is not None and source.allow_query_key:
+            secret = presented_key(request.headers, query=request.query_params)
+        else:
+            secret = presented_key(request.headers)
         if not secret:
-            raise MissingApiKey(
-                "an API key is required: X-API-Key, Authorization: Bearer or ?api_key="
-            )
+            if "api_key" in request.query_params:
+                raise MissingApiKey(
+                    "this source takes the API key only in X-API-Key or Authorization: Bearer "
+                    "(?api_key= needs allow_query_key: true in sources.yaml)"
+                )
+            raise MissingApiKey("an API key is required: X-API-Key or Authorization: Bearer")
         key = await self.keys.authenticate(secret)
         if key is None:
             raise InvalidApiKey("the API key is not valid (unknown, revoked or expired)")
@@ -348,23 +359,23 @@ def check_content_type(headers: Headers) -> None:
         )
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused as soon as it passes `limit` bytes (never held whole when too large)."""
+async def read_body(request: Request, limit: int, what: str = "this source's limit") -> bytes:
+    """The body, refused as soon as it passes `limit` bytes (never held whole when too large).
+
+    Every route that reads a body reads it here (`what` names the limit in the 413)."""
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
             raise BadRequest("Content-Length is not a number")
         if int(declared) > limit:
-            raise PayloadTooLarge(f"the body is larger than this source's limit of {limit} bytes")
+            raise PayloadTooLarge(f"the body is larger than {what} of {limit} bytes")
     chunks = []
     size = 0
     try:
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
-                raise PayloadTooLarge(
-                    f"the body is larger than this source's limit of {limit} bytes"
-                )
+                raise PayloadTooLarge(f"the body is larger than {what} of {limit} bytes")
             chunks.append(chunk)
     except ClientDisconnect as exc:
         raise BadRequest("the client disconnected before sending the whole body") from exc

@@ -10,6 +10,7 @@ sources:
     allowed_ips: [10.0.0.0/8]
     max_body: 512KiB
     rate_limit: 600/min
+    allow_query_key: false                   # true: ?api_key= is taken too (URL-only providers)
 ```
 """
 
@@ -102,6 +103,7 @@ class SourceConfig(ConfigModel):
     allowed_ips: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = Field(default_factory=list)
     max_body: Size | None = None
     rate_limit: Rate | None = None
+    allow_query_key: bool = False  # ?api_key= accepted: only for providers that take just a URL
 
     @field_validator("allowed_ips", mode="before")
     @classmethod

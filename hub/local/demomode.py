@@ -154,6 +154,9 @@ def plan(
         extra = [env["SSL_CERT_FILE"]] if env.get("SSL_CERT_FILE") else []
         bundle = write_trust_bundle(ensure_tls(settings.data_dir), extra)
         stand_in.env["SSL_CERT_FILE"] = str(bundle.resolve())
+    # the sink is on loopback, closed to deliveries unless allowed (hub.delivery.egress)
+    allowed = dict.fromkeys([*settings.egress_allow, SINK_HOST])
+    stand_in.env["HUB_EGRESS_ALLOW"] = ",".join(allowed)
     stand_in.env_file = settings.data_dir / ENV_FILE
     write_env_file(stand_in.env_file, {**stand_in.env, "HUB_SINK_URL": stand_in.base})
     return stand_in

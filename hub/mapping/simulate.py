@@ -22,10 +22,12 @@ from hub.core.models import EventStatus, KeyKind, Tenant
 from hub.core.tenants import TenantSettings
 from hub.ingress import apikeys
 from hub.ingress.principals import presented_key
+from hub.ingress.route import read_body
 from hub.mapping.engine import Evaluation
 from hub.mapping.live import LiveMappings
 
 ALLOWED = (KeyKind.ADMIN, KeyKind.OPERATOR)
+MAX_BODY = 1024 * 1024  # bytes: an example payload, as large as a source would take
 
 
 def _authorize(request: Request) -> TenantSettings | None:
@@ -92,8 +94,7 @@ def describe(evaluation: Evaluation) -> dict[str, Any]:
     }
 
 
-def _run(request: Request, body: bytes) -> dict[str, Any]:
-    tenant = _authorize(request)
+def _run(request: Request, body: bytes, tenant: TenantSettings | None) -> dict[str, Any]:
     source, event_type, payload = _parse(body)
     state = request.app.state
     live = getattr(state, "mappings", None)
@@ -110,8 +111,9 @@ def _run(request: Request, body: bytes) -> dict[str, Any]:
 
 
 async def simulate(request: Request) -> JSONResponse:
-    body = await request.body()
-    return JSONResponse(await run_in_threadpool(_run, request, body))
+    tenant = await run_in_threadpool(_authorize, request)  # no body is read without a key
+    body = await read_body(request, MAX_BODY, "simulate's limit")
+    return JSONResponse(await run_in_threadpool(_run, request, body, tenant))
 
 
 ROUTES: list[BaseRoute] = [Route("/admin/simulate", simulate, methods=["POST"])]

@@ -9,6 +9,8 @@ admin.py        the /admin/* JSON API
 tenants.py      tenants as the operator's object: create, list, show, (de)activate, rename, limits
 tenant_routes.py /admin/tenants: the same verbs for the operator over HTTP
 offboarding.py  `hub tenants delete --erase`: a tenant's rows erased in resumable batches
+params.py       what the admin API accepts: pydantic models, every parameter bounded
+openapi.py      GET /openapi.json, built from the routes' models
 dashboard.py    rq-dashboard mounted at /rq behind the operator key
 
 May import: hub.core, hub.ingress, hub.delivery, hub.mapping.

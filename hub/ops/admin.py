@@ -27,50 +27,27 @@ from hub.core.models import (
     DeadLetterStage,
     DeadLetterStatus,
     DeliveryAttempt,
-    EventStatus,
     IntegrationEvent,
     Tenant,
     WebhookDelivery,
 )
 from hub.ingress.principals import Principal, requires_key
-from hub.ops import replay
+from hub.ingress.route import read_body
+from hub.ops import params, replay
+from hub.ops.params import (
+    BulkReplayBody,
+    DeadLetterFilters,
+    DeadLettersQuery,
+    EventsQuery,
+    M,
+    ReplayBody,
+)
 
-DEFAULT_PAGE = 50
-MAX_PAGE = 500
+MAX_BODY = 64 * 1024  # bytes: admin bodies are a few filters
 
 
 def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat() + "Z"
-
-
-def _enum(enum_cls: Any, value: str | None, name: str) -> Any:
-    if value is None or value == "":
-        return None
-    try:
-        return enum_cls(value)
-    except ValueError as exc:
-        allowed = ", ".join(m.value for m in enum_cls)
-        raise BadRequest(f"{name} must be one of {allowed}") from exc
-
-
-def _limit(value: str | int | None, default: int = DEFAULT_PAGE) -> int:
-    if value is None or value == "":
-        return default
-    try:
-        number = int(value)
-    except (TypeError, ValueError) as exc:
-        raise BadRequest(f"limit must be a whole number from 1 to {MAX_PAGE}") from exc
-    if not 1 <= number <= MAX_PAGE:
-        raise BadRequest(f"limit must be a whole number from 1 to {MAX_PAGE}")
-    return number
-
-
-def _offset(value: str | None) -> int:
-    if not value:
-        return 0
-    if not value.isdigit():
-        raise BadRequest("offset must be a whole number, 0 or more")
-    return int(value)
 
 
 def _time(value: str | None) -> datetime | None:
@@ -84,27 +61,16 @@ def _tenant_scope(session: Session, principal: Principal, slug: str | None) -> i
     return replay.tenant_id_of(session, slug) if slug else None
 
 
-async def json_body(request: Request, allowed: set[str]) -> dict[str, Any]:
-    raw = await request.body()
+async def json_body(request: Request, model: type[M]) -> M:
+    """The request's JSON object as `model` (an empty body is `{}`); 413 past MAX_BODY."""
+    raw = await read_body(request, MAX_BODY, "the admin API's limit")
     if not raw.strip():
-        return {}
+        return params.parse(model, {})
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BadRequest("the body is not valid JSON") from exc
-    if not isinstance(body, dict):
-        raise BadRequest("the body must be a JSON object")
-    unknown = sorted(set(body) - allowed)
-    if unknown:
-        raise BadRequest(f"unknown field(s): {', '.join(unknown)}; allowed: {sorted(allowed)}")
-    return body
-
-
-def _flag(body: dict[str, Any], name: str) -> bool:
-    value = body.get(name, False)
-    if not isinstance(value, bool):
-        raise BadRequest(f"{name} must be true or false")
-    return value
+    return params.parse(model, body)
 
 
 # -- serialisation ---------------------------------------------------------------------------------
@@ -185,25 +151,24 @@ def _slugs(session: Session, ids: set[int]) -> dict[int, str]:
 # -- queries (blocking; the routes run them in a thread) -------------------------------------------
 
 
-def list_events(engine: Engine, principal: Principal, params: dict[str, str]) -> dict[str, Any]:
-    status = _enum(EventStatus, params.get("status"), "status")
-    limit = _limit(params.get("limit"))
-    since, until = _time(params.get("since")), _time(params.get("until"))
+def list_events(engine: Engine, principal: Principal, q: EventsQuery) -> dict[str, Any]:
+    limit = q.limit
+    since, until = _time(q.since), _time(q.until)
     with Session(engine) as session:
         query = select(IntegrationEvent)
-        tenant_id = _tenant_scope(session, principal, params.get("tenant"))
+        tenant_id = _tenant_scope(session, principal, q.tenant)
         if tenant_id is not None:
             query = query.where(IntegrationEvent.tenant_id == tenant_id)
-        if status is not None:
-            query = query.where(IntegrationEvent.status == status)
-        if params.get("source"):
-            query = query.where(IntegrationEvent.source == params["source"])
+        if q.status is not None:
+            query = query.where(IntegrationEvent.status == q.status)
+        if q.source:
+            query = query.where(IntegrationEvent.source == q.source)
         if since is not None:
             query = query.where(IntegrationEvent.created_at >= since)
         if until is not None:
             query = query.where(IntegrationEvent.created_at < until)
-        if params.get("before"):  # keyset paging: ids are time-ordered
-            query = query.where(IntegrationEvent.id < params["before"])
+        if q.before:  # keyset paging: ids are time-ordered
+            query = query.where(IntegrationEvent.id < q.before)
         rows = list(session.scalars(query.order_by(IntegrationEvent.id.desc()).limit(limit + 1)))
         page, more = rows[:limit], len(rows) > limit
         slugs = _slugs(session, {e.tenant_id for e in page})
@@ -246,31 +211,29 @@ def show_event(engine: Engine, principal: Principal, event_id: str) -> dict[str,
 
 
 def dead_letter_filter(
-    session: Session, principal: Principal, params: dict[str, Any], *, status_param: bool
+    session: Session,
+    principal: Principal,
+    filters: DeadLetterFilters,
+    *,
+    status: DeadLetterStatus | None = DeadLetterStatus.OPEN,
+    stage: DeadLetterStage | None = None,
 ) -> DeadLetterFilter:
-    status: DeadLetterStatus | None = DeadLetterStatus.OPEN
-    if status_param:
-        raw = params.get("status")
-        status = None if raw == "all" else _enum(DeadLetterStatus, raw, "status") or status
-    for key in ("source", "endpoint", "tenant", "since", "until"):
-        if params.get(key) is not None and not isinstance(params[key], str):
-            raise BadRequest(f"{key} must be a string")
     return DeadLetterFilter(
         status=status,
-        stage=_enum(DeadLetterStage, params.get("stage"), "stage") if status_param else None,
-        source=params.get("source") or None,
-        endpoint=params.get("endpoint") or None,
-        tenant_id=_tenant_scope(session, principal, params.get("tenant")),
-        since=_time(params.get("since")),
-        until=_time(params.get("until")),
+        stage=stage,
+        source=filters.source,
+        endpoint=filters.endpoint,
+        tenant_id=_tenant_scope(session, principal, filters.tenant),
+        since=_time(filters.since),
+        until=_time(filters.until),
     )
 
 
-def list_letters(engine: Engine, principal: Principal, params: dict[str, str]) -> dict[str, Any]:
-    limit = _limit(params.get("limit"))
-    offset = _offset(params.get("offset"))
+def list_letters(engine: Engine, principal: Principal, q: DeadLettersQuery) -> dict[str, Any]:
+    limit, offset = q.limit, q.offset
+    status = None if q.status == "all" else DeadLetterStatus(q.status)
     with Session(engine) as session:
-        where = dead_letter_filter(session, principal, params, status_param=True)
+        where = dead_letter_filter(session, principal, q, status=status, stage=q.stage)
         letters = dead_letters.list_dead_letters(session, where, limit=limit, offset=offset)
         slugs = _slugs(session, {dl.tenant_id for dl in letters})
         return {
@@ -284,8 +247,8 @@ def list_letters(engine: Engine, principal: Principal, params: dict[str, str]) -
 
 @requires_key()
 async def events_index(request: Request, principal: Principal) -> Response:
-    params = dict(request.query_params)
-    body = await run_in_threadpool(list_events, request.app.state.engine, principal, params)
+    query = params.parse(EventsQuery, dict(request.query_params))
+    body = await run_in_threadpool(list_events, request.app.state.engine, principal, query)
     return JSONResponse(body)
 
 
@@ -298,7 +261,7 @@ async def event_show(request: Request, principal: Principal) -> Response:
 
 @requires_key()
 async def event_replay(request: Request, principal: Principal) -> Response:
-    body = await json_body(request, {"remap", "dry_run"})
+    body = await json_body(request, ReplayBody)
     state = request.app.state
     report = await run_in_threadpool(
         lambda: replay.request_event(
@@ -306,8 +269,8 @@ async def event_replay(request: Request, principal: Principal) -> Response:
             state.redis,
             request.path_params["event_id"],
             tenant_id=principal.tenant_scope(),
-            remap=_flag(body, "remap"),
-            dry_run=_flag(body, "dry_run"),
+            remap=body.remap,
+            dry_run=body.dry_run,
         )
     )
     return JSONResponse(report.as_dict(), status_code=200 if report.dry_run else 202)
@@ -315,8 +278,8 @@ async def event_replay(request: Request, principal: Principal) -> Response:
 
 @requires_key()
 async def dead_letters_index(request: Request, principal: Principal) -> Response:
-    params = dict(request.query_params)
-    body = await run_in_threadpool(list_letters, request.app.state.engine, principal, params)
+    query = params.parse(DeadLettersQuery, dict(request.query_params))
+    body = await run_in_threadpool(list_letters, request.app.state.engine, principal, query)
     return JSONResponse(body)
 
 
@@ -349,7 +312,7 @@ async def dead_letter_discard(request: Request, principal: Principal) -> Respons
 
 @requires_key()
 async def dead_letter_replay(request: Request, principal: Principal) -> Response:
-    body = await json_body(request, {"remap", "dry_run"})
+    body = await json_body(request, ReplayBody)
     state = request.app.state
     report = await run_in_threadpool(
         lambda: replay.request_dead_letter(
@@ -357,31 +320,30 @@ async def dead_letter_replay(request: Request, principal: Principal) -> Response
             state.redis,
             request.path_params["dead_letter_id"],
             tenant_id=principal.tenant_scope(),
-            remap=_flag(body, "remap"),
-            dry_run=_flag(body, "dry_run"),
+            remap=body.remap,
+            dry_run=body.dry_run,
         )
     )
     return JSONResponse(report.as_dict(), status_code=200 if report.dry_run else 202)
 
 
-def _bulk(engine: Engine, redis: Any, principal: Principal, body: dict[str, Any]) -> Any:
-    limit = None if body.get("limit") is None else _limit(body["limit"], MAX_PAGE)
+def _bulk(engine: Engine, redis: Any, principal: Principal, body: BulkReplayBody) -> Any:
+    limit = body.limit
     with Session(engine) as session:
-        where = dead_letter_filter(session, principal, body, status_param=False)
+        where = dead_letter_filter(session, principal, body)
     return replay.request_bulk(
         engine,
         redis,
         where,
         limit=limit,
-        remap=_flag(body, "remap"),
-        dry_run=_flag(body, "dry_run"),
+        remap=body.remap,
+        dry_run=body.dry_run,
     )
 
 
 @requires_key()
 async def dead_letters_replay(request: Request, principal: Principal) -> Response:
-    fields = {"source", "endpoint", "tenant", "since", "until", "limit", "remap", "dry_run"}
-    body = await json_body(request, fields)
+    body = await json_body(request, BulkReplayBody)
     state = request.app.state
     report = await run_in_threadpool(_bulk, state.engine, state.redis, principal, body)
     out = report.as_dict()

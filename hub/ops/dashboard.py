@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hub.core.errors import Forbidden, HubError, Unauthorized
-from hub.core.queues import redis_url
+from hub.core.queues import SERIALIZER, redis_url
 from hub.core.responses import error_response
 from hub.core.settings import Settings
 from hub.ingress.principals import authenticate
@@ -34,7 +34,10 @@ def create_flask_app(settings: Settings) -> object:
     """The rq-dashboard Flask app for hub's Redis (imported lazily: Flask is only needed here)."""
     import rq_dashboard
     from flask import Flask
+    from rq_dashboard.web import config as dashboard_config
     from rq_dashboard.web import setup_rq_connection
+
+    dashboard_config.serializer = SERIALIZER  # hub's jobs are JSON
 
     # the app's own static route serves the blueprint's folder: both build /static/... URLs
     static = Path(rq_dashboard.__file__).parent / "static"

@@ -119,6 +119,10 @@ class Report:
 # -- filters ---------------------------------------------------------------------------------------
 
 
+MAX_AGE = 100 * 365 * 86400.0  # seconds: "since" reaches back at most a century
+MAX_AGE_TEXT = "36500d"
+
+
 def parse_time(value: str, now: datetime | None = None) -> datetime:
     """An ISO date/time (UTC unless it says otherwise) or a duration ago ("2h", "3d")."""
     text = value.strip()
@@ -127,10 +131,12 @@ def parse_time(value: str, now: datetime | None = None) -> datetime:
     except ValueError:
         pass
     else:
+        if seconds > MAX_AGE:
+            raise BadRequest(f"not a time: {value!r} (an age is at most {MAX_AGE_TEXT})")
         return (now or utcnow()) - timedelta(seconds=seconds)
     try:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:
         raise BadRequest(
             f"not a time: {value!r} (use an ISO time like 2026-01-31T12:00 or an age like 2h)"
         ) from exc

@@ -9,6 +9,7 @@ of Horizon's "long wait" notifications. `GET /metrics` exports the state part of
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,7 +27,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from hub.core import dead_letters, metrics
-from hub.core.errors import DatabaseUnavailable, RedisUnavailable, ServiceUnavailable
+from hub.core.errors import (
+    DatabaseUnavailable,
+    RedisUnavailable,
+    ServiceUnavailable,
+    Unauthorized,
+)
 from hub.core.models import (
     DeadLetter,
     DeadLetterStatus,
@@ -39,6 +45,7 @@ from hub.core.models import (
     utcnow,
 )
 from hub.core.queues import PRIORITY, get_queue
+from hub.core.responses import error_response
 from hub.core.settings import Settings
 from hub.ingress.principals import Principal, requires_key
 
@@ -345,8 +352,19 @@ async def status_route(request: Request, _principal: Principal) -> Response:
 
 
 async def metrics_route(request: Request) -> Response:
-    """Counters always; the state gauges only while Redis and the database answer."""
+    """Counters always; the state gauges only while Redis and the database answer.
+
+    With HUB_METRICS_TOKEN set, a scrape must carry it as `Authorization: Bearer <token>`."""
     state = request.app.state
+    token = state.settings.metrics_token
+    if token is not None:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        expected = token.get_secret_value().encode()
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+            error = Unauthorized("/metrics needs the scrape token: Authorization: Bearer <token>")
+            response = error_response(error)
+            response.headers["WWW-Authenticate"] = 'Bearer realm="hub metrics"'
+            return response
     try:
         snapshot = await run_in_threadpool(metrics_state, state.engine, state.redis)
     except ServiceUnavailable:

@@ -23,17 +23,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from hub.core.errors import BadRequest
 from hub.ingress.principals import Principal, requires_key
-from hub.ops import tenants
+from hub.ops import params, tenants
 from hub.ops.admin import json_body
-
-
-def _text(body: dict[str, Any], name: str) -> str | None:
-    value = body.get(name)
-    if value is not None and not isinstance(value, str):
-        raise BadRequest(f"{name} must be a string")
-    return value
+from hub.ops.params import LimitSet, LimitUnset, TenantCreate, TenantUpdate
 
 
 def _in_session(engine: Engine, work: Any) -> Any:
@@ -52,11 +45,8 @@ async def tenants_index(request: Request, principal: Principal) -> Response:
 
 @requires_key(operator_only=True)
 async def tenant_create(request: Request, principal: Principal) -> Response:
-    body = await json_body(request, {"slug", "name", "timezone", "locale"})
-    slug = _text(body, "slug")
-    if not slug:
-        raise BadRequest("slug is required, e.g. clinic-1")
-    name, timezone, locale = _text(body, "name"), _text(body, "timezone"), _text(body, "locale")
+    body = await json_body(request, TenantCreate)
+    slug, name, timezone, locale = body.slug, body.name, body.timezone, body.locale
     out = await _run(
         request,
         lambda s: tenants.settings_dict(
@@ -75,11 +65,8 @@ async def tenant_show(request: Request, principal: Principal) -> Response:
 @requires_key(operator_only=True)
 async def tenant_update(request: Request, principal: Principal) -> Response:
     slug = request.path_params["slug"]
-    body = await json_body(request, {"name", "timezone", "locale", "active"})
-    active = body.get("active")
-    if active is not None and not isinstance(active, bool):
-        raise BadRequest("active must be true or false")
-    name, timezone, locale = _text(body, "name"), _text(body, "timezone"), _text(body, "locale")
+    body = await json_body(request, TenantUpdate)
+    name, timezone, locale, active = body.name, body.timezone, body.locale, body.active
 
     def work(session: Session) -> dict[str, Any]:
         tenant = tenants.update(session, slug, name=name, timezone=timezone, locale=locale)
@@ -99,17 +86,15 @@ async def limits_index(request: Request, principal: Principal) -> Response:
 @requires_key(operator_only=True)
 async def limits_set(request: Request, principal: Principal) -> Response:
     slug = request.path_params["slug"]
-    body = await json_body(request, {"source", "limit"})
-    source, limit = _text(body, "source"), _text(body, "limit")
-    if not limit:
-        raise BadRequest(f"limit is required: {tenants.RATE_FORMS}")
+    body = await json_body(request, LimitSet)
+    source, limit = body.source, body.limit
     return JSONResponse(await _run(request, lambda s: tenants.set_limit(s, slug, source, limit)))
 
 
 @requires_key(operator_only=True)
 async def limits_unset(request: Request, principal: Principal) -> Response:
     slug = request.path_params["slug"]
-    source = request.query_params.get("source")
+    source = params.parse(LimitUnset, dict(request.query_params)).source
     removed = await _run(request, lambda s: tenants.unset_limit(s, slug, source))
     return JSONResponse({"source": source or tenants.ALL_SOURCES, "removed": removed})
 

@@ -28,10 +28,12 @@ from hub.delivery.adapters import (
     Verdict,
     classify_zapi,
 )
+from hub.delivery.egress import EgressPolicy
 from hub.delivery.endpoints import EndpointConfig
 from hub.local.processes import free_port
 from tests.delivery.conftest import Reply, TargetServer, ZapiStandIn
 
+LOOPBACK = EgressPolicy.from_setting(["127.0.0.0/8"])
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 ENV = {
     "CLINIC_1_CRM_URL": "",
@@ -47,7 +49,7 @@ ENV = {
 
 @pytest.fixture
 def adapters() -> Iterator[Adapters]:
-    pool = Adapters()
+    pool = Adapters(egress=LOOPBACK)  # the stand-ins below listen on 127.0.0.1
     yield pool
     pool.close()
 

@@ -64,6 +64,7 @@ def test_supervisord_runs_web_workers_and_sweeper_and_delivers(
         "HUB_MAPPINGS_DIR": str(settings.mappings_dir),
         "HUB_PORT": str(port),
         "HUB_LOG_LEVEL": "WARNING",
+        "HUB_EGRESS_ALLOW": "127.0.0.1",  # the target stands in on loopback
     }
     secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
     for name in ("CRM", "MARKETING", "FINANCEIRO"):

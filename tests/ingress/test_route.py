@@ -153,14 +153,26 @@ def test_jsonpath_extractors_read_nested_fields(
     assert (event.external_id, event.event_type) == ("42", "client.registered")
 
 
-def test_the_key_is_read_from_x_api_key_bearer_or_query(client: TestClient, key: str) -> None:
+def test_the_key_is_read_from_x_api_key_or_bearer(client: TestClient, key: str) -> None:
     h = {"Content-Type": "application/json"}
     by_header = client.post("/webhooks/plain", content=b"[1]", headers={**h, "X-API-Key": key})
     by_bearer = client.post(
         "/webhooks/plain", content=b"[2]", headers={**h, "Authorization": f"Bearer {key}"}
     )
-    by_query = client.post(f"/webhooks/plain?api_key={key}", content=b"[3]", headers=h)
-    assert [r.status_code for r in (by_header, by_bearer, by_query)] == [202, 202, 202]
+    assert [r.status_code for r in (by_header, by_bearer)] == [202, 202]
+
+
+def test_a_key_in_the_url_is_taken_only_where_the_source_opts_in(
+    client: TestClient, engine: Engine, key: str
+) -> None:
+    h = {"Content-Type": "application/json"}
+    refused = client.post(f"/webhooks/plain?api_key={key}", content=b"[3]", headers=h)
+    assert refused.status_code == 401
+    assert refused.json()["error"]["code"] == "missing_api_key"
+    assert "allow_query_key" in refused.json()["error"]["message"]
+    assert events(engine) == []
+    taken = client.post(f"/webhooks/urlonly?api_key={key}", content=b"[3]", headers=h)
+    assert taken.status_code == 202, taken.text
 
 
 def test_a_correlation_id_is_accepted_stored_and_echoed_or_generated(

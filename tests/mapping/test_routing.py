@@ -30,7 +30,7 @@ from hub.core.models import (
     WebhookEndpoint,
     utcnow,
 )
-from hub.core.queues import DELIVER, PROCESS_EVENTS, get_queue
+from hub.core.queues import DELIVER, PROCESS_EVENTS, SERIALIZER, get_queue
 from hub.core.settings import Settings
 from hub.core.tenants import get_or_create
 from hub.mapping.apply import apply_mappings
@@ -271,7 +271,9 @@ def test_the_rq_job_routes_its_batch_in_a_worker(ctx: WorkerContext) -> None:
     enqueue_ids(ctx.redis, PROCESS_EVENTS, "default", event_ids)
     context.install(ctx)
     try:
-        worker = SimpleWorker([get_queue(ctx.redis, "default")], connection=ctx.redis)
+        worker = SimpleWorker(
+            [get_queue(ctx.redis, "default")], connection=ctx.redis, serializer=SERIALIZER
+        )
         worker.work(burst=True, max_jobs=1)
     finally:
         context.install(None)
