@@ -32,6 +32,8 @@ THROTTLE_PREFIX = KEY_PREFIX + "limits"  # outgoing rate limits per endpoint (li
 RATELIMIT_PREFIX = KEY_PREFIX + "ratelimit"  # incoming rate limits per tenant and source
 ALERTS_ACTIVE_KEY = KEY_PREFIX + "alerts:active"  # alert keys already posted, while they last
 ALERTS_TURN_KEY = KEY_PREFIX + "alerts:turn"  # held by the sweeper that checks this interval
+SWEEPER_LEADER_KEY = KEY_PREFIX + "sweeper:leader"  # the working sweeper's lock (hub.core.leader)
+SWEEPER_FENCE_KEY = KEY_PREFIX + "sweeper:fence"  # its fencing counter: +1 per new leader
 
 # RQ jobs, by the dotted name of the function in workers/jobs.py; each takes a list of ids
 PROCESS_EVENTS = "workers.jobs.process_events"  # event ids -> deliveries (hub.mapping.routing)
