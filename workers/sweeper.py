@@ -29,10 +29,16 @@ from hub.core.db import create_db_engine
 from hub.core.errors import HubError
 from hub.core.leader import LeaderLock
 from hub.core.outages import Outage
-from hub.core.queues import SWEEPER_FENCE_KEY, SWEEPER_LEADER_KEY, connect_redis
+from hub.core.queues import (
+    SWEEPER_FENCE_KEY,
+    SWEEPER_LEADER_KEY,
+    connect_redis,
+    requeue_failed_jobs,
+)
 from hub.core.settings import Settings
 from hub.delivery import sweeps as delivery_sweeps
 from hub.ingress.relay import relay_events
+from hub.mapping import routing
 from hub.ops.alerts import post_alerts
 from hub.ops.replay import close_delivered_dead_letters
 
@@ -48,8 +54,19 @@ class SweepContext:
 
 SweepTask = Callable[[SweepContext], int]
 
+
+def requeue_failed(ctx: SweepContext) -> int:
+    """Sweeper task: failed `process_events` / `deliver` jobs run again (hub.core.queues)."""
+    moved = requeue_failed_jobs(ctx.redis)
+    if moved:
+        log.warning("sweeper.failed_jobs_requeued", extra={"count": moved})
+    return moved
+
+
 TASKS: list[SweepTask] = [
     relay_events,  # outbox relay: events left `received` (Redis was down at ingest)
+    routing.expire_event_leases,  # events whose mapping job died: queued again
+    requeue_failed,  # process_events / deliver jobs RQ holds as failed: enqueued again
     delivery_sweeps.expire_leases,
     delivery_sweeps.enqueue_due_retries,
     delivery_sweeps.relay_pending,
