@@ -13,6 +13,8 @@ logs.py         structured JSON logs without personal data; metrics.py: Promethe
 yamlfile.py     YAML with line numbers; envrefs.py: `env:` references; tenants.py: slugs, lookup,
                 settings (time zone, locale)
 dead_letters.py the dead-letter registry: opened by mapping and delivery, read by ops
+outages.py      living through a Redis or database outage: capped backoff, one log line per change
+leader.py       a leader lock in Redis with expiry and fencing (one working sweeper)
 
 May import: nothing else of hub.
 """

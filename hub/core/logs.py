@@ -42,6 +42,9 @@ ALLOWED_FIELDS = frozenset(
         "version",
         "url",
         "reason",
+        "service",  # hub.core.outages: which service went down or came back
+        "down_s",
+        "fence",  # the sweeper leader's fencing token
     }
 )
 

@@ -193,6 +193,7 @@ class IntegrationEvent(Base):
             "tenant_id", "source", "external_id", name="uq_events_tenant_source_external"
         ),
         Index("ix_events_status_created", "status", "created_at"),
+        Index("ix_events_status_lease", "status", "lease_expires_at"),  # the sweeper's expiry
     )
 
     id: Mapped[str] = mapped_column(PublicId, primary_key=True)
@@ -211,6 +212,8 @@ class IntegrationEvent(Base):
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, onupdate=utcnow)
     processed_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # `processing` until then: a mapping job that died lets the sweeper hand its events on
+    lease_expires_at: Mapped[datetime | None] = mapped_column(Timestamp)
 
 
 # -- configuration applied from mappings/ --------------------------------------------------------

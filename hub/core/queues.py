@@ -33,6 +33,8 @@ THROTTLE_PREFIX = KEY_PREFIX + "limits"  # outgoing rate limits per endpoint (li
 RATELIMIT_PREFIX = KEY_PREFIX + "ratelimit"  # incoming rate limits per tenant and source
 ALERTS_ACTIVE_KEY = KEY_PREFIX + "alerts:active"  # alert keys already posted, while they last
 ALERTS_TURN_KEY = KEY_PREFIX + "alerts:turn"  # held by the sweeper that checks this interval
+SWEEPER_LEADER_KEY = KEY_PREFIX + "sweeper:leader"  # the working sweeper's lock (hub.core.leader)
+SWEEPER_FENCE_KEY = KEY_PREFIX + "sweeper:fence"  # its fencing counter: +1 per new leader
 
 # How RQ stores a job's function, arguments and meta in Redis, on every side (enqueue, worker,
 # dashboard). JSON, not RQ's default pickle: with pickle, anyone who can write to Redis could
@@ -110,6 +112,44 @@ def check_redis(redis: Redis, settings: Settings) -> None:
 def get_queue(redis: Redis, name: QueueName | str) -> Queue:
     """One of hub's queues; its jobs are stored as JSON (SERIALIZER), never pickled."""
     return Queue(QueueName(name).value, connection=redis, serializer=SERIALIZER)
+
+
+REQUEUE_FAILED = (PROCESS_EVENTS, DELIVER)  # idempotent jobs: a failed one simply runs again
+REQUEUE_FAILED_MAX = 5  # times one failed job is enqueued again before it stays failed
+
+
+def requeue_failed_jobs(redis: Redis, queues: Sequence[QueueName] = PRIORITY) -> int:
+    """Enqueue again the `process_events` and `deliver` jobs RQ holds as failed; returns how many.
+
+    A job fails when its worker could not reach the database, or was cut from Redis mid-job:
+    its ids are enqueued again (same arguments, `REQUEUE_FAILED_MAX` times at most, then the job
+    stays in the failed registry for a person to see). The jobs are idempotent: ids already done
+    or leased by another job are skipped.
+    """
+    moved = 0
+    try:
+        for name in queues:
+            queue = get_queue(redis, name)
+            registry = queue.failed_job_registry
+            for job_id in registry.get_job_ids():
+                job = queue.fetch_job(job_id)
+                if job is None:
+                    registry.remove(job_id)
+                    continue
+                requeues = int(job.meta.get("hub_requeues", 0))
+                if job.func_name not in REQUEUE_FAILED or requeues >= REQUEUE_FAILED_MAX:
+                    continue
+                ids = list(job.args[0]) if job.args else []
+                [new_id] = enqueue_ids(redis, job.func_name, name, ids, batch_size=len(ids) or 1)
+                fresh = queue.fetch_job(new_id)
+                if fresh is not None:
+                    fresh.meta["hub_requeues"] = requeues + 1
+                    fresh.save_meta()
+                registry.remove(job, delete_job=True)
+                moved += len(ids)
+    except (RedisError, OSError) as exc:
+        raise RedisUnavailable(f"cannot requeue failed jobs: {exc}") from exc
+    return moved
 
 
 def enqueue_ids(

@@ -4,8 +4,9 @@
   (first attempts of delayed routes, `attempt` 0, on their own queue). A row stays, pushed
   `REENQUEUE_AFTER` ahead, until the delivery's outcome replaces or deletes it: a Redis flush
   between the enqueue and the worker costs a delay, never the delivery.
-- `expire_leases`: deliveries `delivering` past their lease (the worker died mid-send) → back to
-  `retrying`, due now. The target may see that webhook-id twice: at-least-once.
+- `expire_leases`: deliveries `delivering` past their lease (the worker died mid-send) → the lost
+  send counts as an attempt: back to `retrying`, due now, or `dead` ("worker lost during the
+  attempt") after the last one. The target may see that webhook-id twice: at-least-once.
 - `relay_pending`: deliveries still `pending` long after their creation with no schedule (Redis
   was down when the mapping step enqueued them) → enqueued on their queue.
 """
@@ -14,21 +15,35 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from datetime import timedelta
-from typing import Protocol
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 
 from redis import Redis
-from sqlalchemy import Engine, and_, delete, insert, select, update
+from sqlalchemy import Connection, Engine, and_, delete, insert, select, update
 
-from hub.core.models import DeliveryAttempt, DeliveryStatus, RetryQueue, WebhookDelivery, utcnow
+from hub.core import dead_letters
+from hub.core.models import (
+    DeadLetterStage,
+    DeliveryAttempt,
+    DeliveryStatus,
+    EventStatus,
+    IntegrationEvent,
+    RetryQueue,
+    WebhookDelivery,
+    utcnow,
+)
 from hub.core.queues import DELIVER, QueueName, enqueue_ids
 from hub.core.settings import Settings
+from hub.delivery.registry import EndpointRegistry
+from hub.delivery.retry import next_delay, policy_for
 
 log = logging.getLogger("hub.delivery.sweeps")
 
 BATCH = 5000  # rows per sweep and task
 REENQUEUE_AFTER = 120.0  # seconds a due row waits for its job before it is enqueued again
 PENDING_STALE_AFTER = 60.0
+LEASE_LOST_REASON = "worker lost during the attempt"
+LEASE_LOST_ERROR = "lease expired: the worker stopped in the middle of a send"
 
 
 class SweepCtx(Protocol):
@@ -83,6 +98,14 @@ def enqueue_due_retries(ctx: SweepCtx, *, reenqueue_after: float = REENQUEUE_AFT
 
 
 def expire_leases(ctx: SweepCtx) -> int:
+    """Deliveries `delivering` past their lease: the worker died (or stalled) mid-send.
+
+    The lost send counts as an attempt (`lease_expired`): the target may have received it. While
+    the endpoint's retry policy allows another, the delivery goes back to `retrying`, due now;
+    after its last attempt it is `dead` with the reason LEASE_LOST_REASON, so a delivery that
+    kills its worker every time ends in the dead letters instead of looping (replay brings it
+    back like any other).
+    """
     now = utcnow()
     expired = and_(
         WebhookDelivery.status == DeliveryStatus.DELIVERING,
@@ -90,39 +113,66 @@ def expire_leases(ctx: SweepCtx) -> int:
     )
     with ctx.engine.begin() as conn:
         rows = conn.execute(
-            select(WebhookDelivery.id, WebhookDelivery.attempts)
+            select(
+                WebhookDelivery.id,
+                WebhookDelivery.attempts,
+                WebhookDelivery.endpoint,
+                WebhookDelivery.event_id,
+                WebhookDelivery.tenant_id,
+            )
             .where(expired)
             .limit(BATCH)
             .with_for_update(skip_locked=True)
         ).all()
         if not rows:
             return 0
+        registry = EndpointRegistry(ctx.engine, ctx.redis)
+        registry.refresh()
+        dead = [row for row in rows if _exhausted(registry, row.endpoint, row.attempts + 1)]
+        again = [row for row in rows if row not in dead]
         ids = [row.id for row in rows]
-        conn.execute(
-            update(WebhookDelivery)
-            .where(WebhookDelivery.id.in_(ids), expired)
-            .values(
-                status=DeliveryStatus.RETRYING,
-                lease_expires_at=None,
-                next_attempt_at=now,
-                last_error="lease expired: the worker stopped in the middle of a send",
-                updated_at=now,
+        if again:
+            conn.execute(
+                update(WebhookDelivery)
+                .where(WebhookDelivery.id.in_([row.id for row in again]), expired)
+                .values(
+                    status=DeliveryStatus.RETRYING,
+                    attempts=WebhookDelivery.attempts + 1,
+                    lease_expires_at=None,
+                    next_attempt_at=now,
+                    last_error=LEASE_LOST_ERROR,
+                    updated_at=now,
+                )
             )
-        )
+        if dead:
+            conn.execute(
+                update(WebhookDelivery)
+                .where(WebhookDelivery.id.in_([row.id for row in dead]), expired)
+                .values(
+                    status=DeliveryStatus.DEAD,
+                    attempts=WebhookDelivery.attempts + 1,
+                    lease_expires_at=None,
+                    next_attempt_at=None,
+                    last_error=LEASE_LOST_ERROR,
+                    updated_at=now,
+                )
+            )
+            _dead_letters(conn, dead, now)
         conn.execute(delete(RetryQueue).where(RetryQueue.delivery_id.in_(ids)))
-        conn.execute(
-            insert(RetryQueue),
-            [
-                {
-                    "delivery_id": row.id,
-                    "next_retry_at": now,
-                    "attempt": row.attempts,
-                    "reason": "lease_expired",
-                    "created_at": now,
-                }
-                for row in rows
-            ],
-        )
+        if again:
+            conn.execute(
+                insert(RetryQueue),
+                [
+                    {
+                        "delivery_id": row.id,
+                        "next_retry_at": now,
+                        "attempt": row.attempts + 1,
+                        "reason": "lease_expired",
+                        "created_at": now,
+                    }
+                    for row in again
+                ],
+            )
         conn.execute(
             insert(DeliveryAttempt),
             [
@@ -132,14 +182,67 @@ def expire_leases(ctx: SweepCtx) -> int:
                     "started_at": now,
                     "duration_ms": 0,
                     "error_class": "lease_expired",
-                    "outcome": "retry",
+                    "outcome": "dead" if row in dead else "retry",
                 }
                 for row in rows
             ],
         )
     for row in rows:
-        log.warning("delivery.lease_expired", extra={"delivery_id": row.id})
+        log.warning(
+            "delivery.lease_expired",
+            extra={
+                "delivery_id": row.id,
+                "attempt": row.attempts + 1,
+                "status": "dead" if row in dead else "retrying",
+            },
+        )
     return len(rows)
+
+
+def _exhausted(registry: EndpointRegistry, endpoint: str, attempt: int) -> bool:
+    """Whether `attempt` (a lost one) was the endpoint's last allowed attempt."""
+    config = registry.endpoint(endpoint)
+    if config is None:
+        return False  # the delivery job itself makes it dead, naming the configuration problem
+    return next_delay(attempt, policy_for(config.kind, config.retry)) is None
+
+
+def _dead_letters(conn: Connection, rows: list[Any], now: datetime) -> None:
+    sources = dict(
+        conn.execute(
+            select(IntegrationEvent.id, IntegrationEvent.source).where(
+                IntegrationEvent.id.in_({row.event_id for row in rows})
+            )
+        ).all()
+    )
+    dead_letters.create_many(
+        conn,
+        [
+            dead_letters.new_row(
+                tenant_id=row.tenant_id,
+                event_id=row.event_id,
+                delivery_id=row.id,
+                source=sources.get(row.event_id, "?"),
+                endpoint=row.endpoint,
+                stage=DeadLetterStage.DELIVERY,
+                reason=LEASE_LOST_REASON,
+                last_error=LEASE_LOST_ERROR,
+                attempts=row.attempts + 1,
+                now=now,
+            )
+            for row in rows
+        ],
+    )
+    for row in rows:
+        conn.execute(
+            update(IntegrationEvent)
+            .where(IntegrationEvent.id == row.event_id)
+            .values(
+                status=EventStatus.FAILED,
+                error=f"delivery {row.id} to {row.endpoint}: {LEASE_LOST_REASON}",
+                updated_at=now,
+            )
+        )
 
 
 def relay_pending(ctx: SweepCtx, *, stale_after: float = PENDING_STALE_AFTER) -> int:

@@ -1,6 +1,7 @@
 """`process_events`: turn a batch of stored events into deliveries (the RQ job's body).
 
-For each event still waiting (received, queued or processing): decrypt the payload, evaluate the
+For each event still waiting (received, queued, or processing with an expired lease), leased to
+this job: decrypt the payload, evaluate the
 applied rules, and insert one `webhook_deliveries` row per route that fires (unique per event, rule
 and route, so running the job twice creates nothing new). Then, after the commit, enqueue
 `deliver` with batches of delivery ids per queue. A route with a `delay` is scheduled in the
@@ -15,17 +16,18 @@ deliveries that already exist, one multi-row insert, one update per outcome.
 from __future__ import annotations
 
 import logging
+import random
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import insert, select, update
+from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from hub.core import ids, metrics
-from hub.core.context import JobContext
+from hub.core.context import JobContext, SweepContext
 from hub.core.crypto import Cipher
 from hub.core.errors import RedisUnavailable
 from hub.core.models import (
@@ -39,14 +41,16 @@ from hub.core.models import (
     WebhookDelivery,
     utcnow,
 )
-from hub.core.queues import DELIVER, enqueue_ids
+from hub.core.queues import DELIVER, PROCESS_EVENTS, enqueue_ids
 from hub.core.tenants import TenantSettings
+from hub.ingress.events import JOB_BATCH
 from hub.mapping.engine import RuleSet
 from hub.mapping.live import live_mappings
 
 log = logging.getLogger("hub.mapping.routing")
 
-WAITING = (EventStatus.RECEIVED, EventStatus.QUEUED, EventStatus.PROCESSING)
+EVENT_LEASE = 15.0  # seconds a job holds its events; far above a batch's usual time
+EXPIRE_LIMIT = 2000  # events the sweeper hands on per sweep
 
 
 @dataclass
@@ -68,21 +72,84 @@ class BatchOutcome:
 
 
 def process_events(ctx: JobContext, event_ids: list[str]) -> dict[str, int]:
-    """Route each event of the batch; idempotent; returns counts by outcome."""
+    """Route each event of the batch; idempotent; returns counts by outcome.
+
+    The events are leased first (`processing` until `EVENT_LEASE` seconds from now, the expiry
+    doubling as this job's claim token): an event leased by a live job is skipped, and the
+    events of a job that died go back to the queues when their lease expires
+    (`expire_event_leases`).
+    """
     applied = live_mappings(ctx.cache).get(ctx.engine, ctx.redis)
+    token = _lease(ctx, event_ids)
     try:
-        outcome = _route_batch(ctx, applied.ruleset, applied.endpoint_ids, event_ids)
+        outcome = _route_batch(ctx, applied.ruleset, applied.endpoint_ids, event_ids, token)
     except (IntegrityError, OperationalError):
         # another worker routed some of these events at the same time (a duplicate delivery, a
         # deadlock, SQLite's stale snapshot): a second pass in a fresh transaction sees its rows
         log.info("events.retry_batch", extra={"count": len(event_ids)})
-        outcome = _route_batch(ctx, applied.ruleset, applied.endpoint_ids, event_ids)
+        outcome = _route_batch(ctx, applied.ruleset, applied.endpoint_ids, event_ids, token)
     _enqueue(ctx, outcome.enqueue)
     return outcome.counts()
 
 
+def _lease(ctx: JobContext, event_ids: list[str]) -> datetime:
+    """Take the events still waiting (or whose lease expired); returns the lease's token."""
+    now = utcnow()
+    token = now + timedelta(seconds=EVENT_LEASE, microseconds=random.randrange(1_000_000))
+    takeable = or_(
+        IntegrationEvent.status.in_((EventStatus.RECEIVED, EventStatus.QUEUED)),
+        and_(
+            IntegrationEvent.status == EventStatus.PROCESSING,
+            or_(
+                IntegrationEvent.lease_expires_at.is_(None),
+                IntegrationEvent.lease_expires_at < now,
+            ),
+        ),
+    )
+    with ctx.engine.begin() as conn:
+        conn.execute(
+            update(IntegrationEvent)
+            .where(IntegrationEvent.id.in_(event_ids), takeable)
+            .values(status=EventStatus.PROCESSING, lease_expires_at=token, updated_at=now)
+        )
+    return token
+
+
+def expire_event_leases(ctx: SweepContext) -> int:
+    """Sweeper task: events `processing` past their lease (their mapping job died or failed)
+    go to their queues again, within seconds rather than after `REQUEUE_AFTER`."""
+    now = utcnow()
+    expired = and_(
+        IntegrationEvent.status == EventStatus.PROCESSING,
+        IntegrationEvent.lease_expires_at < now,
+    )
+    with ctx.engine.connect() as conn:
+        rows = conn.execute(
+            select(IntegrationEvent.id, IntegrationEvent.queue).where(expired).limit(EXPIRE_LIMIT)
+        ).all()
+    if not rows:
+        return 0
+    by_queue: dict[str, list[str]] = defaultdict(list)
+    for row in rows:
+        by_queue[row.queue].append(row.id)
+    for queue, ids_ in by_queue.items():  # first the jobs, then the rows: nothing waits unqueued
+        enqueue_ids(ctx.redis, PROCESS_EVENTS, queue, ids_, batch_size=JOB_BATCH)
+    with ctx.engine.begin() as conn:
+        conn.execute(
+            update(IntegrationEvent)
+            .where(IntegrationEvent.id.in_([row.id for row in rows]), expired)
+            .values(status=EventStatus.QUEUED, lease_expires_at=None, updated_at=now)
+        )
+    log.warning("events.lease_expired", extra={"count": len(rows)})
+    return len(rows)
+
+
 def _route_batch(
-    ctx: JobContext, ruleset: RuleSet, endpoint_ids: dict[str, int], event_ids: list[str]
+    ctx: JobContext,
+    ruleset: RuleSet,
+    endpoint_ids: dict[str, int],
+    event_ids: list[str],
+    token: datetime,
 ) -> BatchOutcome:
     out = BatchOutcome()
     with ctx.sessions() as session, session.begin():
@@ -98,7 +165,11 @@ def _route_batch(
                 Tenant.locale,
             )
             .join(Tenant, Tenant.id == IntegrationEvent.tenant_id)
-            .where(IntegrationEvent.id.in_(event_ids), IntegrationEvent.status.in_(WAITING))
+            .where(
+                IntegrationEvent.id.in_(event_ids),
+                IntegrationEvent.status == EventStatus.PROCESSING,
+                IntegrationEvent.lease_expires_at == token,
+            )
         ).all()
         if not events:
             return out
@@ -192,14 +263,29 @@ def _route_batch(
             if event_ids_done:
                 session.execute(
                     update(IntegrationEvent)
-                    .where(IntegrationEvent.id.in_(event_ids_done))
-                    .values(status=status, processed_at=now, error=None, updated_at=now)
+                    .where(
+                        IntegrationEvent.id.in_(event_ids_done),
+                        IntegrationEvent.lease_expires_at == token,
+                    )
+                    .values(
+                        status=status,
+                        processed_at=now,
+                        error=None,
+                        lease_expires_at=None,
+                        updated_at=now,
+                    )
                 )
         for event_id, reason in out.failed.items():
             session.execute(
                 update(IntegrationEvent)
-                .where(IntegrationEvent.id == event_id)
-                .values(status=EventStatus.FAILED, processed_at=now, error=reason, updated_at=now)
+                .where(IntegrationEvent.id == event_id, IntegrationEvent.lease_expires_at == token)
+                .values(
+                    status=EventStatus.FAILED,
+                    processed_at=now,
+                    error=reason,
+                    lease_expires_at=None,
+                    updated_at=now,
+                )
             )
     _log(out)
     return out

@@ -242,7 +242,7 @@ def test_a_batch_costs_the_same_number_of_statements_whatever_its_size(
 
     small = statements([store(ctx, "site", "lead.created", LEAD) for _ in range(2)])
     large = statements([store(ctx, "site", "lead.created", LEAD) for _ in range(25)])
-    assert len(large) == len(small) == 4  # events, existing deliveries, insert, update
+    assert len(large) == len(small) == 5  # lease, events, existing deliveries, insert, update
 
 
 def test_when_redis_is_down_the_deliveries_are_left_for_the_sweeper(
@@ -314,3 +314,87 @@ def test_a_worker_racing_on_the_same_event_leaves_one_delivery_per_route(
     assert set(rows) == {"crm", "auto-reply", "marketing"}
     assert rows["crm"].id == raced[0]
     assert status(ctx.engine, event_id).status == EventStatus.PROCESSED
+
+
+def test_an_event_leased_by_a_live_job_is_skipped_and_one_whose_job_died_is_handed_on(
+    ctx: WorkerContext,
+) -> None:
+    from sqlalchemy import update
+
+    from hub.core.models import utcnow
+    from hub.mapping.routing import EVENT_LEASE, expire_event_leases
+    from workers.sweeper import SweepContext
+
+    sweep = SweepContext(ctx.settings, ctx.engine, ctx.redis)
+    live, dead = (store(ctx, "site", "lead.created", LEAD) for _ in range(2))
+    with ctx.engine.begin() as conn:  # two jobs took them; one is still running, one died
+        for event_id, lease in ((live, EVENT_LEASE), (dead, -1.0)):
+            conn.execute(
+                update(IntegrationEvent)
+                .where(IntegrationEvent.id == event_id)
+                .values(
+                    status=EventStatus.PROCESSING,
+                    lease_expires_at=utcnow() + timedelta(seconds=lease),
+                )
+            )
+    assert process_events(ctx, [live])["processed"] == 0, "leased by a live job: skipped"
+    assert expire_event_leases(sweep) == 1
+    assert expire_event_leases(sweep) == 0, "handed on once"
+    row = status(ctx.engine, dead)
+    assert (row.status, row.lease_expires_at) == (EventStatus.QUEUED, None)
+    jobs = get_queue(ctx.redis, "default").jobs
+    assert [(job.func_name, job.args[0]) for job in jobs] == [(PROCESS_EVENTS, [dead])]
+    assert process_events(ctx, [dead])["processed"] == 1
+    done = status(ctx.engine, dead)
+    assert (done.status, done.lease_expires_at) == (EventStatus.PROCESSED, None)
+
+
+def test_a_mapping_job_that_failed_on_a_database_cut_runs_again(
+    ctx: WorkerContext, settings: Settings
+) -> None:
+    from hub.core.db import create_db_engine
+    from hub.core.queues import enqueue_ids, requeue_failed_jobs
+    from tests.faults import database_proxy
+    from workers import context
+    from workers.worker import HubWorker
+
+    if not settings.effective_database_url.startswith("mysql"):
+        pytest.skip("SQLite is a file: there is no connection to cut")
+    event_ids = [store(ctx, "site", "lead.created", LEAD) for _ in range(3)]
+    enqueue_ids(ctx.redis, PROCESS_EVENTS, "default", event_ids)
+    with database_proxy(settings.effective_database_url) as proxy:
+        cut_settings = settings.model_copy(
+            update={"database_url": proxy.url_for(settings.effective_database_url)}
+        )
+        cut_engine = create_db_engine(cut_settings)
+        proxy.cut()
+        cut_ctx = WorkerContext(
+            settings=cut_settings,
+            engine=cut_engine,
+            redis=ctx.redis,
+            cipher=ctx.cipher,
+            sessions=session_factory(cut_engine),
+            cache=ctx.cache,
+        )
+        context.install(cut_ctx)
+        try:
+            HubWorker([get_queue(ctx.redis, "default")], connection=ctx.redis).work(
+                burst=True, max_jobs=1
+            )
+        finally:
+            context.install(None)
+            cut_engine.dispose()
+    failed = get_queue(ctx.redis, "default").failed_job_registry
+    assert failed.count == 1, "the job failed while the database was cut"
+    assert [status(ctx.engine, e).status for e in event_ids] == [EventStatus.QUEUED] * 3
+
+    assert requeue_failed_jobs(ctx.redis) == 3
+    assert failed.count == 0 and requeue_failed_jobs(ctx.redis) == 0
+    context.install(ctx)
+    try:
+        HubWorker([get_queue(ctx.redis, "default")], connection=ctx.redis).work(
+            burst=True, max_jobs=1
+        )
+    finally:
+        context.install(None)
+    assert [status(ctx.engine, e).status for e in event_ids] == [EventStatus.PROCESSED] * 3
