@@ -68,6 +68,14 @@ class Settings(BaseSettings):
     alert_interval: float = Field(
         default=60.0, ge=0, description="seconds between the sweeper's alert checks"
     )
+    sync_lease: float = Field(
+        default=300.0,
+        gt=0,
+        description="seconds a sync run (or its queued job) holds its job before another may",
+    )
+    sync_job_timeout: int = Field(
+        default=3600, gt=0, description="RQ timeout of one sync run, seconds"
+    )
 
     @field_validator("database_url", "redis_url", mode="before")
     @classmethod

@@ -73,9 +73,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["tenant_id"], ["tenants.id"]),
         sa.PrimaryKeyConstraint("id"),
     )
-    op.create_index(
-        "ix_sync_runs_job_started", "sync_runs", ["job_id", "started_at"], unique=False
-    )
+    op.create_index("ix_sync_runs_job_started", "sync_runs", ["job_id", "started_at"], unique=False)
 
 
 def downgrade() -> None:
