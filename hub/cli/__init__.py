@@ -31,7 +31,8 @@ from hub.cli import (  # noqa: E402
     run,
     sink,
     status,
+    sync,
 )
 
-for _module in (run, keys, mappings, replay, status, bench, demo, sink):
+for _module in (run, keys, mappings, replay, status, sync, bench, demo, sink):
     _module.register(cli)
