@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, or_, select, update
+from sqlalchemy import Connection, Engine, and_, insert, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -73,9 +73,7 @@ def apply_syncs(engine: Engine, syncs: dict[str, SyncConfig]) -> SyncChanges:
     try:
         with Session(engine) as session, session.begin():
             tenants = dict(
-                session.execute(select(Tenant.slug, Tenant.id).where(Tenant.active.is_(True)))
-                .tuples()
-                .all()
+                session.execute(select(Tenant.slug, Tenant.id).where(Tenant.active.is_(True))).all()
             )
             rows = {(r.name, r.tenant_id): r for r in session.scalars(select(SyncJob))}
             slug_of = {tid: slug for slug, tid in tenants.items()}
@@ -150,16 +148,33 @@ def _claimable(now: datetime, *, due_only: bool) -> Any:
     return and_(SyncJob.active.is_(True), or_(resting, lease_over))
 
 
-def _close_lost_run(session: Session, job: SyncJob, now: datetime) -> None:
+def _take(conn: Connection, job_id: int, allowed: Any, values: dict[str, Any]) -> Any | None:
+    """Move job `job_id` with one conditional UPDATE; its row as it was before, or None when
+    `allowed` did not hold (another sweeper, worker or CLI took it first)."""
+    before = conn.execute(
+        select(SyncJob.__table__).where(SyncJob.id == job_id).with_for_update()
+    ).first()
+    if before is None:
+        return None
+    taken = _rowcount(
+        conn.execute(update(SyncJob).where(SyncJob.id == job_id, allowed).values(**values))
+    )
+    return before if taken == 1 else None
+
+
+def _close_lost_run(conn: Connection, before: Any, now: datetime) -> None:
     """The run that held an expired lease is recorded failed (its worker died or hung)."""
-    if job.status == SyncJobStatus.RUNNING and job.run_id:
-        session.execute(
+    if before.status == SyncJobStatus.RUNNING and before.run_id:
+        conn.execute(
             update(SyncRun)
-            .where(SyncRun.id == job.run_id, SyncRun.status == SyncRunStatus.RUNNING)
+            .where(SyncRun.id == before.run_id, SyncRun.status == SyncRunStatus.RUNNING)
             .values(status=SyncRunStatus.FAILED, finished_at=now, error=LEASE_LOST)
         )
-        job.failures = (job.failures or 0) + 1
-        job.last_error = LEASE_LOST
+        conn.execute(
+            update(SyncJob)
+            .where(SyncJob.id == before.id)
+            .values(failures=SyncJob.failures + 1, last_error=LEASE_LOST)
+        )
 
 
 def claim_due_syncs(ctx: SweepContext) -> int:
@@ -169,35 +184,23 @@ def claim_due_syncs(ctx: SweepContext) -> int:
     lease = timedelta(seconds=ctx.settings.sync_lease)
     claimed: list[str] = []
     try:
-        with Session(ctx.engine) as session:
-            candidates = session.scalars(
+        with ctx.engine.connect() as conn:
+            candidates = conn.scalars(
                 select(SyncJob.id).where(_claimable(now, due_only=True)).limit(CLAIM_BATCH)
             ).all()
-            for job_id in candidates:
-                with session.begin():
-                    job = session.get(SyncJob, job_id)
-                    if job is None:
-                        continue
-                    previous = (job.status, job.run_id)
-                    taken = _rowcount(
-                        session.execute(
-                            update(SyncJob)
-                            .where(SyncJob.id == job_id, _claimable(now, due_only=True))
-                            .values(
-                                status=SyncJobStatus.QUEUED,
-                                run_id=None,
-                                lease_expires_at=now + lease,
-                            )
-                            .execution_options(synchronize_session=False)
-                        )
-                    )
-                    if taken != 1:
-                        continue
-                    job.status, job.run_id = previous
-                    _close_lost_run(session, job, now)
-                    job.status, job.run_id = SyncJobStatus.QUEUED, None
-                    job.lease_expires_at = now + lease
-                claimed.append(str(job_id))
+        queued = {"status": SyncJobStatus.QUEUED, "run_id": None, "lease_expires_at": now + lease}
+        for job_id in candidates:
+            with ctx.engine.begin() as conn:
+                before = _take(
+                    conn,
+                    job_id,
+                    _claimable(now, due_only=True),
+                    queued,
+                )
+                if before is None:
+                    continue
+                _close_lost_run(conn, before, now)
+            claimed.append(str(job_id))
     except SQLAlchemyError as exc:
         raise DatabaseUnavailable(f"cannot claim sync jobs ({type(exc).__name__})") from exc
     if claimed:
@@ -239,35 +242,28 @@ def start_run(
         allowed: Any = SyncJob.status == SyncJobStatus.QUEUED
     else:
         allowed = _claimable(now, due_only=False)
-    with Session(engine) as session, session.begin():
-        job = session.get(SyncJob, job_id)
-        if job is None or not job.active:
-            return None
-        previous = (job.status, job.run_id)
-        taken = _rowcount(
-            session.execute(
-                update(SyncJob)
-                .where(SyncJob.id == job_id, SyncJob.active.is_(True), allowed)
-                .values(
-                    status=SyncJobStatus.RUNNING,
-                    run_id=run_id,
-                    lease_expires_at=now + timedelta(seconds=lease),
-                    last_run_at=now,
-                )
-                .execution_options(synchronize_session=False)
-            )
+    with engine.begin() as conn:
+        before = _take(
+            conn,
+            job_id,
+            and_(SyncJob.active.is_(True), allowed),
+            {
+                "status": SyncJobStatus.RUNNING,
+                "run_id": run_id,
+                "lease_expires_at": now + timedelta(seconds=lease),
+                "last_run_at": now,
+            },
         )
-        if taken != 1:
+        if before is None:
             return None
-        job.status, job.run_id = previous
-        _close_lost_run(session, job, now)
-        tenant = session.get(Tenant, job.tenant_id)
-        session.add(
-            SyncRun(
+        _close_lost_run(conn, before, now)
+        slug = conn.scalar(select(Tenant.slug).where(Tenant.id == before.tenant_id))
+        conn.execute(
+            insert(SyncRun).values(
                 id=run_id,
                 job_id=job_id,
-                tenant_id=job.tenant_id,
-                name=job.name,
+                tenant_id=before.tenant_id,
+                name=before.name,
                 trigger=trigger,
                 status=SyncRunStatus.RUNNING,
                 since=since,
@@ -280,16 +276,15 @@ def start_run(
                 retries=0,
             )
         )
-        job.status, job.run_id = SyncJobStatus.RUNNING, run_id
-        return Started(
-            run_id=run_id,
-            job_id=job_id,
-            tenant_id=job.tenant_id,
-            tenant_slug=tenant.slug if tenant else "?",
-            name=job.name,
-            definition=dict(job.definition or {}),
-            high_water_mark=job.high_water_mark,
-        )
+    return Started(
+        run_id=run_id,
+        job_id=job_id,
+        tenant_id=before.tenant_id,
+        tenant_slug=slug or "?",
+        name=before.name,
+        definition=dict(before.definition or {}),
+        high_water_mark=before.high_water_mark,
+    )
 
 
 def renew(engine: Engine, started: Started, seconds: float, progress: dict[str, Any]) -> bool:

@@ -63,7 +63,7 @@ def sync_stats(session: Session, now: datetime, name: str | None = None) -> list
     )
     if name is not None:
         query = query.where(SyncJob.name == name)
-    jobs = session.execute(query).tuples().all()
+    jobs = session.execute(query).all()
     if not jobs:
         return []
     job_ids = [job.id for job, _ in jobs]
@@ -83,9 +83,7 @@ def sync_stats(session: Session, now: datetime, name: str | None = None) -> list
             select(SyncRun.job_id, func.sum(SyncRun.created))
             .where(SyncRun.job_id.in_(job_ids), SyncRun.started_at >= now - DAY)
             .group_by(SyncRun.job_id)
-        )
-        .tuples()
-        .all()
+        ).all()
     )
     rows = []
     for job, slug in jobs:
@@ -160,4 +158,4 @@ def history(
     )
     if tenant is not None:
         query = query.where(Tenant.slug == tenant)
-    return [{"tenant": slug, **run_row(run, now)} for run, slug in session.execute(query).tuples()]
+    return [{"tenant": slug, **run_row(run, now)} for run, slug in session.execute(query)]
