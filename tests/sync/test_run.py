@@ -143,9 +143,9 @@ def test_the_sources_misbehaviour_is_retried_and_the_run_completes(
         Misbehave(503),
         Misbehave(429, headers={"retry-after": "0"}),
         Misbehave(200, body=b"<html>maintenance</html>"),
-        Misbehave(200, body=b"[]", delay=3.0),  # past the 2 s timeout
+        Misbehave(200, body=b"[]", delay=1.0),  # past the 0.5 s timeout
     ]
-    jid = applied(ctx.engine, crm, retry={"max_attempts": 5})
+    jid = applied(ctx.engine, crm, retry={"max_attempts": 5}, request={"timeout": "500ms"})
     result = run_job(ctx, jid, trigger="manual")
     assert result is not None and result.ok, result
     assert (result.progress.retries, result.progress.created) == (4, 5)
