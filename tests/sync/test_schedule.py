@@ -77,11 +77,11 @@ def test_two_sweepers_at_once_claim_each_due_job_once(
             counts: list[int] = []
             barrier = threading.Barrier(2)
 
-            def sweep(engine: Engine) -> None:
+            def sweep(engine: Engine, barrier: threading.Barrier, counts: list[int]) -> None:
                 barrier.wait()
                 counts.append(claim_due_syncs(SweepContext(settings, engine, ctx.redis)))
 
-            threads = [threading.Thread(target=sweep, args=(e,)) for e in engines]
+            threads = [threading.Thread(target=sweep, args=(e, barrier, counts)) for e in engines]
             for t in threads:
                 t.start()
             for t in threads:
