@@ -126,6 +126,10 @@ def apply(directory: Path | None, strict: bool) -> None:
     )
     for missing in sync_changes.unknown_tenants:
         click.echo(f"hub: warning: sync {missing}: no such tenant (skipped)", err=True)
+    for variable in sync_changes.unset:
+        click.echo(
+            f"hub: warning: sync {variable} not set (not scheduled for that tenant)", err=True
+        )
     if not result.redis_notified:
         click.echo(
             "hub: warning: Redis is unreachable; running processes notice the new version "

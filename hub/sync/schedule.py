@@ -24,7 +24,7 @@ from sqlalchemy import Connection, Engine, and_, insert, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from hub.core import ids
+from hub.core import envrefs, ids
 from hub.core.context import SweepContext
 from hub.core.errors import DatabaseUnavailable
 from hub.core.models import SyncJob, SyncJobStatus, SyncRun, SyncRunStatus, Tenant, utcnow
@@ -53,6 +53,7 @@ class SyncChanges:
     removed: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     unknown_tenants: list[str] = field(default_factory=list)  # "name: slug"
+    unset: list[str] = field(default_factory=list)  # "name/slug: VARIABLE" (not scheduled)
 
     def summary(self) -> str:
         parts = [f"{len(getattr(self, n))} {n}" for n in ("added", "updated", "removed")]
@@ -66,7 +67,9 @@ def apply_syncs(engine: Engine, syncs: dict[str, SyncConfig]) -> SyncChanges:
     """Make the active `sync_jobs` rows match `syncs` for today's tenants (idempotent).
 
     A new job is due at once; a changed schedule takes effect from now; the high-water mark of a
-    job that stays is kept. A tenant created later gets its jobs at the next apply.
+    job that stays is kept. A tenant created later gets its jobs at the next apply. A tenant for
+    whom the sync's `request.url` reference is unset is not scheduled (named in `unset`): a sync
+    runs where it has been configured.
     """
     changes = SyncChanges()
     now = utcnow()
@@ -86,6 +89,10 @@ def apply_syncs(engine: Engine, syncs: dict[str, SyncConfig]) -> SyncChanges:
                     tenant_id = tenants.get(slug)
                     if tenant_id is None:
                         changes.unknown_tenants.append(f"{name}: {slug}")
+                        continue
+                    if envrefs.resolve_optional(sync.request.url, slug) is None:
+                        variable = envrefs.variable_name(sync.request.url, slug)
+                        changes.unset.append(f"{name}/{slug}: {variable}")
                         continue
                     wanted.add((name, tenant_id))
                     label = f"{name}/{slug}"

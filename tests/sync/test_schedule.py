@@ -178,3 +178,17 @@ def test_a_worker_killed_mid_run_is_retried_after_its_lease_and_skips_nothing(
     row = job(ctx.engine, jid)
     assert row.status == SyncJobStatus.IDLE and row.failures == 0
     assert row.high_water_mark is not None
+
+
+def test_a_tenant_without_the_sources_url_is_not_scheduled(
+    engine: Engine, crm: CrmApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for slug in ("clinic-1", "clinic-2"):
+        add_tenant(engine, slug)
+    monkeypatch.setenv("CLINIC_2_CRM_API_URL", crm.url)
+    monkeypatch.delenv("CLINIC_1_CRM_API_URL", raising=False)
+    changes = apply_syncs(
+        engine, {"crm-events": sync_config(crm, request={"url": "env:{TENANT}_CRM_API_URL"})}
+    )
+    assert changes.added == ["crm-events/clinic-2"]
+    assert changes.unset == ["crm-events/clinic-1: CLINIC_1_CRM_API_URL"]
