@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import orjson
 from pydantic import ValidationError
-from sqlalchemy import select, tuple_
+from sqlalchemy import Engine, select
 
 from hub.core import metrics
 from hub.core.context import JobContext
@@ -170,16 +170,22 @@ def _pull(
     extractors = _extractors(sync)
     mark: datetime | None = None
     for page in puller.pages():
-        events, page_mark = _events(sync, started, page, extractors, progress, ctx.cipher.encrypt)
-        if page_mark is not None and (mark is None or page_mark > mark):
-            mark = page_mark
-        stored = store_events(ctx.engine, events)
+        found, page_mark = _identify(page, extractors, progress)
+        mark = max(filter(None, (mark, page_mark)), default=None)
+        known = stored_ids(ctx.engine, started.tenant_id, sync.source, [f[0] for f in found])
+        events = [
+            _event(sync, started, external_id, kind, ctx.cipher.encrypt(orjson.dumps(item)))
+            for external_id, kind, item in found
+            if external_id not in known
+        ]
+        stored = store_events(ctx.engine, events)  # a webhook arriving meanwhile: a duplicate
         fresh = [(s.event_id, QueueName.LOW.value) for s in stored if s.created]
+        duplicates = len(found) - len(fresh)
         progress.pages += 1
         progress.items += len(page.items)
         progress.created += len(fresh)
-        progress.duplicates += len(stored) - len(fresh)
-        metrics.sync_items(sync.source, len(fresh), len(stored) - len(fresh))
+        progress.duplicates += duplicates
+        metrics.sync_items(sync.source, len(fresh), duplicates)
         if fresh:
             try:
                 enqueue_events(ctx.engine, ctx.redis, fresh)
@@ -197,19 +203,16 @@ def _extractors(sync: SyncConfig) -> tuple[ValueGetter, ValueGetter, ValueGetter
     return compile_extractor(sync.event_id), compile_extractor(sync.event_type), mark_of
 
 
-def _events(
-    sync: SyncConfig,
-    who: Started,
+def _identify(
     page: Page,
     extractors: tuple[ValueGetter, ValueGetter, ValueGetter | None],
     progress: Progress,
-    encrypt: Callable[[bytes], bytes],
-) -> tuple[list[NewEvent], datetime | None]:
-    """The page's items as events (an item without an id or a type counts as an error), and
-    the latest update time among them."""
+) -> tuple[list[tuple[str, str, Any]], datetime | None]:
+    """(event id, event type, item) of each item of the page (one without an id or a type
+    counts as an error), and the latest update time among them."""
     event_id, event_type, mark_of = extractors
     mark: datetime | None = None
-    events: list[NewEvent] = []
+    found: list[tuple[str, str, Any]] = []
     for item in page.items:
         external_id = _text(event_id(NO_HEADERS, item))
         kind = _text(event_type(NO_HEADERS, item))
@@ -220,19 +223,38 @@ def _events(
             when = parse_time(mark_of(NO_HEADERS, item))
             if when is not None and (mark is None or when > mark):
                 mark = when
-        events.append(
-            NewEvent(
-                tenant_id=who.tenant_id,
-                source=sync.source,
-                external_id=external_id,
-                event_type=kind,
-                queue=QueueName.LOW.value,
-                payload=encrypt(orjson.dumps(item)),
-                headers={SYNC_HEADER: who.name},
-                correlation_id=who.run_id,
+        found.append((external_id, kind, item))
+    return found, mark
+
+
+def stored_ids(engine: Engine, tenant_id: int, source: str, external_ids: list[str]) -> set[str]:
+    """Which of `external_ids` the tenant's source already has (one query on the unique key):
+    those are not encrypted nor inserted again."""
+    if not external_ids:
+        return set()
+    with engine.connect() as conn:
+        return set(
+            conn.scalars(
+                select(IntegrationEvent.external_id).where(
+                    IntegrationEvent.tenant_id == tenant_id,
+                    IntegrationEvent.source == source,
+                    IntegrationEvent.external_id.in_(set(external_ids)),
+                )
             )
         )
-    return events, mark
+
+
+def _event(sync: SyncConfig, who: Started, external_id: str, kind: str, payload: bytes) -> NewEvent:
+    return NewEvent(
+        tenant_id=who.tenant_id,
+        source=sync.source,
+        external_id=external_id,
+        event_type=kind,
+        queue=QueueName.LOW.value,
+        payload=payload,
+        headers={SYNC_HEADER: who.name},
+        correlation_id=who.run_id,
+    )
 
 
 # -- a dry run ------------------------------------------------------------------------------------
@@ -260,27 +282,14 @@ def dry_run(
     mark: datetime | None = None
     try:
         for page in puller.pages():
-            events, page_mark = _events(sync, who, page, extractors, progress, lambda b: b)
+            found, page_mark = _identify(page, extractors, progress)
             mark = max(filter(None, (mark, page_mark)), default=None)
-            keys = list({(e.tenant_id, e.source, e.external_id) for e in events})
-            known = 0
-            if keys:
-                with ctx.engine.connect() as conn:
-                    known = len(
-                        conn.execute(
-                            select(IntegrationEvent.id).where(
-                                tuple_(
-                                    IntegrationEvent.tenant_id,
-                                    IntegrationEvent.source,
-                                    IntegrationEvent.external_id,
-                                ).in_(keys)
-                            )
-                        ).all()
-                    )
+            ids = {external_id for external_id, _, _ in found}
+            new = ids - stored_ids(ctx.engine, who.tenant_id, sync.source, list(ids))
             progress.pages += 1
             progress.items += len(page.items)
-            progress.created += len(keys) - known
-            progress.duplicates += len(events) - (len(keys) - known)
+            progress.created += len(new)
+            progress.duplicates += len(found) - len(new)
             if progress_line is not None:
                 progress_line(progress)
     except HubError as exc:
