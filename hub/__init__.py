@@ -7,6 +7,7 @@ The packages follow an event's journey; each may import only the packages listed
     ingress/    POST /webhooks/{source}: keys, sources, signatures, limits, event store, relay
     delivery/   endpoints, adapters, retry policy, breaker, throttle, the deliver job, leases
     mapping/    rules, engine, apply, process_events (events -> deliveries), simulate
+    sync/       syncs.yaml: scheduled pulls of a source's API, stored as events like webhooks
     ops/        status, alerts, replay, purge, admin API, dashboard, health
     app.py      the Starlette app assembled from the packages' routes
     local/      one machine: `hub up`, embedded Redis, child processes, demo mode, sink, `hub demo`

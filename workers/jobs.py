@@ -2,7 +2,7 @@
 process's WorkerContext, to the code that owns the work.
 
 Jobs are enqueued by name; the names are defined once in `hub.core.queues` (PROCESS_EVENTS,
-DELIVER, REPLAY, REMAP) and must stay the dotted paths of these functions.
+DELIVER, REPLAY, REMAP, RUN_SYNC) and must stay the dotted paths of these functions.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Any
 from hub.delivery.jobs import deliver_batch
 from hub.mapping.routing import process_events as route_events
 from hub.ops.replay import run_dead_letters, run_remap
+from hub.sync.run import run_job
 from workers.context import current
 
 
@@ -33,3 +34,9 @@ def replay(dead_letter_ids: list[str]) -> Any:
 def remap(event_ids: list[str]) -> Any:
     """Run each event through today's mappings again, then resend its dead deliveries."""
     return run_remap(current(), event_ids)
+
+
+def run_sync(job_ids: list[str]) -> Any:
+    """One run of each sync job, if it is still queued (a run never overlaps the previous)."""
+    ctx = current()
+    return [run_job(ctx, int(job_id)) is not None for job_id in job_ids]

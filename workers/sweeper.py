@@ -41,6 +41,7 @@ from hub.ingress.relay import relay_events
 from hub.mapping import routing
 from hub.ops.alerts import post_alerts
 from hub.ops.replay import close_delivered_dead_letters
+from hub.sync.schedule import claim_due_syncs
 
 log = logging.getLogger("workers.sweeper")
 
@@ -72,6 +73,7 @@ TASKS: list[SweepTask] = [
     delivery_sweeps.relay_pending,
     close_delivered_dead_letters,  # a replayed delivery that a later retry delivered
     post_alerts,  # /status alerts to HUB_ALERT_ENDPOINT, once each
+    claim_due_syncs,  # due sync jobs -> workers.jobs.run_sync on `low`, once each
 ]
 
 

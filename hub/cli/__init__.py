@@ -31,8 +31,9 @@ from hub.cli import (  # noqa: E402
     run,
     sink,
     status,
+    sync,
     tenants,
 )
 
-for _module in (run, tenants, keys, mappings, replay, status, bench, demo, sink):
+for _module in (run, tenants, keys, mappings, replay, status, sync, bench, demo, sink):
     _module.register(cli)

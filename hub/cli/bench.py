@@ -1,4 +1,4 @@
-"""`hub bench ingest|e2e|mapping`: measure this installation. Figures as a table, or `--json`."""
+"""`hub bench ingest|e2e|mapping|sync`: measure this installation; a table, or `--json`."""
 
 from __future__ import annotations
 
@@ -103,4 +103,28 @@ def mapping(seconds: float, as_json: bool) -> None:
     _progress(as_json)(f"mapping: a ten-field rule on a 2 KB payload, one core, {seconds:g}s")
     report = {"benchmark": "mapping", **transforms_per_second(seconds)}
     report["peak_rss_mb"] = {"bench": round(peak_rss_mb(os.getpid()) or 0.0, 1)}
+    _print(report, as_json)
+
+
+@bench.command("sync")
+@click.option("--items", type=click.IntRange(1), default=50_000, show_default=True)
+@click.option("--per-page", type=click.IntRange(1, 10_000), default=100, show_default=True)
+@click.option(
+    "--redis-db",
+    type=click.IntRange(0, 15),
+    default=14,
+    show_default=True,
+    help="Scratch Redis DB index (flushed) on the configured server.",
+)
+@click.option("--keep", is_flag=True, help="Keep the scratch database and files.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def sync_bench(items: int, per_page: int, redis_db: int, keep: bool, as_json: bool) -> None:
+    """One sync of N items from a paged API on loopback: all missed, then all duplicates."""
+    from hub.bench.sync import bench_sync
+    from hub.cli.group import load_settings
+
+    report = bench_sync(
+        load_settings(), items=items, per_page=per_page, redis_db=redis_db, keep=keep,
+        progress=_progress(as_json),
+    )  # fmt: skip
     _print(report, as_json)

@@ -1,5 +1,8 @@
 """`hub mappings check|apply|test [DIR]`: validate, publish and unit-test the mappings directory.
 
+check and apply include syncs.yaml (hub.sync.config): its problems are listed with the others,
+and apply writes its sync jobs (hub.sync.schedule) after the rules and endpoints.
+
 DIR defaults to HUB_MAPPINGS_DIR (`mappings`). Problems go to stderr, one per line as
 `file:line path: message`; the exit code is 0 when all is well and 2 otherwise.
 """
@@ -13,6 +16,7 @@ import click
 from hub.cli.group import load_settings
 from hub.core.errors import HubError, MappingsError
 from hub.mapping.config import MappingsConfig, load_mappings
+from hub.sync.config import SyncConfig, read_syncs
 
 
 def _load(directory: Path | None) -> tuple[MappingsConfig, Path]:
@@ -21,10 +25,32 @@ def _load(directory: Path | None) -> tuple[MappingsConfig, Path]:
     return load_mappings(path), path
 
 
-def _summary(config: MappingsConfig) -> str:
+def load_all(path: Path) -> tuple[MappingsConfig, dict[str, SyncConfig]]:
+    """The mappings and the syncs of `path`; one MappingsError lists the problems of both."""
+    from hub.ingress.sources import read_sources
+
+    problems: list[str] = []
+    config: MappingsConfig | None = None
+    try:
+        config = load_mappings(path)
+    except MappingsError as exc:
+        problems += exc.problems
+    sources = config.sources if config is not None else None
+    if sources is None and path.is_dir():
+        found, source_problems = read_sources(path)
+        sources = found if not source_problems else None
+    syncs, sync_problems = read_syncs(path, sources) if path.is_dir() else ({}, [])
+    problems += sync_problems
+    if problems:
+        raise MappingsError(problems)
+    assert config is not None
+    return config, syncs
+
+
+def _summary(config: MappingsConfig, syncs: dict[str, SyncConfig] | None = None) -> str:
     return (
         f"{len(config.rules)} rules, {len(config.endpoints)} endpoints, "
-        f"{len(config.sources)} sources"
+        f"{len(config.sources)} sources" + (f", {len(syncs)} syncs" if syncs else "")
     )
 
 
@@ -42,8 +68,9 @@ def mappings() -> None:
 @DIR_ARG
 def check(directory: Path | None) -> None:
     """Validate DIR: every problem with its file, line and path; exit 0 or 2."""
-    config, path = _load(directory)
-    click.echo(f"{path}: OK ({_summary(config)})")
+    path = directory or load_settings().mappings_dir
+    config, syncs = load_all(path)
+    click.echo(f"{path}: OK ({_summary(config, syncs)})")
 
 
 @mappings.command("apply")
@@ -67,9 +94,10 @@ def apply(directory: Path | None, strict: bool) -> None:
     from hub.core.queues import connect_redis
     from hub.delivery.endpoints import unset_references
     from hub.mapping.apply import apply_mappings
+    from hub.sync.schedule import apply_syncs
 
     settings = load_settings()
-    config = load_mappings(directory or settings.mappings_dir)
+    config, syncs = load_all(directory or settings.mappings_dir)
     engine = create_db_engine(settings)
     redis = connect_redis(settings)
     try:
@@ -87,14 +115,21 @@ def apply(directory: Path | None, strict: bool) -> None:
         for line in unset:
             click.echo(f"hub: warning: {line}", err=True)
         result = apply_mappings(engine, redis, config)
+        sync_changes = apply_syncs(engine, syncs)
     finally:
         redis.close()
         engine.dispose()
     state = "applied" if result.changed else "no change"
     click.echo(
         f"{state}: version {result.version}; rules: {result.rules.summary()}; "
-        f"endpoints: {result.endpoints.summary()}"
+        f"endpoints: {result.endpoints.summary()}; syncs: {sync_changes.summary()}"
     )
+    for missing in sync_changes.unknown_tenants:
+        click.echo(f"hub: warning: sync {missing}: no such tenant (skipped)", err=True)
+    for variable in sync_changes.unset:
+        click.echo(
+            f"hub: warning: sync {variable} not set (not scheduled for that tenant)", err=True
+        )
     if not result.redis_notified:
         click.echo(
             "hub: warning: Redis is unreachable; running processes notice the new version "

@@ -112,6 +112,8 @@ def render(snapshot: dict[str, Any]) -> str:
     sections.append(
         table(["endpoint (last hour)", "attempts", "ok", "failed", "success", "circuit"], endpoints)
     )
+    if snapshot.get("syncs"):
+        sections.append(sync_table(snapshot["syncs"]))
     r = snapshot["retries"]
     d = snapshot["dead_letters"]
     sections.append(
@@ -131,3 +133,37 @@ def render(snapshot: dict[str, Any]) -> str:
     else:
         sections.append("no alerts")
     return "\n\n".join(sections)
+
+
+def sync_table(rows: list[dict[str, Any]]) -> str:
+    """Each sync job: its state, last run, what it found (also `hub sync list`)."""
+    body = []
+    for row in rows:
+        last = row["last_run"] or {}
+        body.append(
+            [
+                row["sync"],
+                row["tenant"],
+                row["status"] + (" LATE" if row["late"] else ""),
+                last.get("status"),
+                last.get("age_s"),
+                last.get("created"),
+                last.get("duplicates"),
+                row["missed_last_day"],
+                row["next_run_at"],
+            ]
+        )
+    return table(
+        [
+            "sync",
+            "tenant",
+            "state",
+            "last run",
+            "age (s)",
+            "missed",
+            "duplicates",
+            "missed (day)",
+            "next run",
+        ],
+        body,
+    )

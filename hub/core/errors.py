@@ -2,6 +2,8 @@
 
     HubError                         exit_code 2 (CLI); status_code 500 / code "internal" (HTTP)
     ├── ReplayFailed                 a replayed delivery or event failed again (fails its RQ job)
+    ├── SyncFailed                   a sync run gave up: its source misbehaved past the retries
+    ├── SyncBusy                     a sync job is already queued or running (no overlap)
     ├── ConfigError                  a setting or a config file is wrong
     │   ├── SettingError             one HUB_* setting is unusable (names the setting)
     │   ├── MappingsError            mappings/ has problems (each with file, line and path)
@@ -264,3 +266,16 @@ class ReplayFailed(HubError):
     """A replayed delivery or event failed again; its RQ job fails so it can be requeued."""
 
     code = "replay_failed"
+
+
+class SyncFailed(HubError):
+    """A sync run gave up (the source system kept failing, or answered a permanent error)."""
+
+    code = "sync_failed"
+
+
+class SyncBusy(HubError):
+    """A sync job is queued or running: runs of one job never overlap."""
+
+    status_code = 409
+    code = "sync_busy"

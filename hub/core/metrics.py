@@ -12,8 +12,11 @@ Counters and histograms are counted where things happen:
     event_processed(status, count)               mapping, per batch: events by final status
     delivery_attempted(endpoint, outcome, s)     delivery, once per attempt
     replay_requested(kind, outcome)              replay, once per item it handles
+    sync_items(source, created, duplicates)      sync, per page: items new and already received
+    sync_run(sync, outcome)                      sync, once per run (succeeded, failed)
 
-Gauges that describe state (queue depth and oldest job age, circuit state, dead letters open)
+Gauges that describe state (queue depth and oldest job age, circuit state, dead letters open,
+each sync's last run)
 are read from Redis and the database when Prometheus scrapes, by `StateCollector`, so they are
 right whichever process changed them.
 """
@@ -24,6 +27,7 @@ import os
 import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -89,6 +93,19 @@ REPLAYS = Counter(
     registry=REGISTRY,
 )
 
+SYNC_ITEMS = Counter(
+    "hub_sync_items",
+    "Items pulled by syncs, by source and outcome (created: a missed webhook; duplicate).",
+    ["source", "outcome"],
+    registry=REGISTRY,
+)
+SYNC_RUNS = Counter(
+    "hub_sync_runs",
+    "Sync runs by sync and outcome (succeeded, failed).",
+    ["sync", "outcome"],
+    registry=REGISTRY,
+)
+
 
 def webhook_received(source: str, outcome: str, seconds: float | None = None) -> None:
     WEBHOOKS_RECEIVED.labels(source, outcome).inc()
@@ -110,6 +127,17 @@ def delivery_attempted(endpoint: str, outcome: str, seconds: float | None = None
 def replay_requested(kind: str, outcome: str, count: int = 1) -> None:
     if count:
         REPLAYS.labels(kind, outcome).inc(count)
+
+
+def sync_items(source: str, created: int, duplicates: int) -> None:
+    if created:
+        SYNC_ITEMS.labels(source, "created").inc(created)
+    if duplicates:
+        SYNC_ITEMS.labels(source, "duplicate").inc(duplicates)
+
+
+def sync_run(sync: str, outcome: str) -> None:
+    SYNC_RUNS.labels(sync, outcome).inc()
 
 
 # -- process setup ---------------------------------------------------------------------------------
@@ -146,11 +174,13 @@ class StateCollector:
         circuits: dict[str, str],
         dead_letters_open: int,
         workers: int,
+        syncs: list[dict[str, Any]] | None = None,
     ) -> None:
         self.queues = queues
         self.circuits = circuits
         self.dead_letters_open = dead_letters_open
         self.workers = workers
+        self.syncs = syncs or []  # hub.sync.status.sync_stats rows
 
     def collect(self) -> Iterator[Metric]:
         depth = GaugeMetricFamily("hub_queue_depth", "Jobs waiting per queue.", labels=["queue"])
@@ -172,6 +202,34 @@ class StateCollector:
         workers = GaugeMetricFamily("hub_workers_alive", "RQ workers registered and alive.")
         workers.add_metric([], self.workers)
         yield from (depth, age, circuit, dead, workers)
+        yield from self._sync_gauges()
+
+    def _sync_gauges(self) -> Iterator[Metric]:
+        labels = ["sync", "tenant"]
+        age = GaugeMetricFamily(
+            "hub_sync_last_success_age_seconds",
+            "Seconds since each sync's last complete run (absent: never).",
+            labels=labels,
+        )
+        failing = GaugeMetricFamily(
+            "hub_sync_failing", "1 while a sync's last run failed, else 0.", labels=labels
+        )
+        late = GaugeMetricFamily(
+            "hub_sync_late", "1 while a sync is late by more than two intervals.", labels=labels
+        )
+        missed = GaugeMetricFamily(
+            "hub_sync_last_run_missed_events",
+            "Events the last complete run created (webhooks the source never sent).",
+            labels=labels,
+        )
+        for row in self.syncs:
+            key = [row["sync"], row["tenant"]]
+            if row["last_success_age_s"] is not None:
+                age.add_metric(key, row["last_success_age_s"])
+            failing.add_metric(key, 1.0 if row["failing"] else 0.0)
+            late.add_metric(key, 1.0 if row["late"] else 0.0)
+            missed.add_metric(key, float(row["last_run"]["created"] if row["last_run"] else 0))
+        yield from (age, failing, late, missed)
 
 
 def render(state: StateCollector | None = None) -> bytes:

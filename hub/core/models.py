@@ -108,10 +108,16 @@ class EndpointKind(enum.StrEnum):
 
 
 class SyncJobStatus(enum.StrEnum):
-    IDLE = "idle"
-    QUEUED = "queued"
+    IDLE = "idle"  # waiting for next_run_at
+    QUEUED = "queued"  # claimed by a sweeper (or the CLI), its run job enqueued on `low`
+    RUNNING = "running"  # a worker holds the lease
+    FAILED = "failed"  # the last run failed; it runs again at next_run_at
+
+
+class SyncRunStatus(enum.StrEnum):
     RUNNING = "running"
-    FAILED = "failed"
+    SUCCEEDED = "succeeded"  # complete: the high-water mark advanced
+    FAILED = "failed"  # the source misbehaved past its retries, or the worker died (lease)
 
 
 class Base(DeclarativeBase):
@@ -352,7 +358,12 @@ class DeadLetter(Base):
 
 
 class SyncJob(Base):
-    """A periodic pull from a target system; the sweeper enqueues due ones on `low`."""
+    """A sync of mappings/syncs.yaml for one tenant: its schedule, lease and high-water mark.
+
+    `hub mappings apply` writes the definition; the sweeper claims due rows (idle or failed with
+    `next_run_at` past, or queued/running with `lease_expires_at` past) and enqueues the run on
+    `low`. `endpoint` holds the sync's source (the events are stored as that source's).
+    """
 
     __tablename__ = "sync_jobs"
     __table_args__ = (
@@ -373,3 +384,39 @@ class SyncJob(Base):
     last_run_at: Mapped[datetime | None] = mapped_column(Timestamp)
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    # revision 0004
+    active: Mapped[bool] = mapped_column(Boolean, default=True)  # False: gone from syncs.yaml
+    definition: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # the SyncConfig, applied
+    checksum: Mapped[str | None] = mapped_column(String(64))
+    run_id: Mapped[str | None] = mapped_column(String(32))  # the sync_runs row holding the lease
+    lease_expires_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    high_water_mark: Mapped[datetime | None] = mapped_column(Timestamp)  # of complete runs only
+    failures: Mapped[int] = mapped_column(Integer, default=0)  # consecutive failed runs
+    last_success_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class SyncRun(Base):
+    """One run of a sync job: what it pulled and what it found."""
+
+    __tablename__ = "sync_runs"
+    __table_args__ = (Index("ix_sync_runs_job_started", "job_id", "started_at"),)
+
+    id: Mapped[str] = mapped_column(PublicId, primary_key=True)  # syr_...
+    job_id: Mapped[int] = mapped_column(ForeignKey("sync_jobs.id"))
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"))
+    name: Mapped[str] = mapped_column(String(128))
+    trigger: Mapped[str] = mapped_column(String(16))  # schedule | manual
+    status: Mapped[SyncRunStatus] = mapped_column(
+        status_type(SyncRunStatus), default=SyncRunStatus.RUNNING
+    )
+    since: Mapped[datetime | None] = mapped_column(Timestamp)  # the window's start asked for
+    started_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    pages: Mapped[int] = mapped_column(Integer, default=0)
+    items: Mapped[int] = mapped_column(Integer, default=0)
+    created: Mapped[int] = mapped_column(Integer, default=0)  # events created: missed webhooks
+    duplicates: Mapped[int] = mapped_column(Integer, default=0)  # already received
+    errors: Mapped[int] = mapped_column(Integer, default=0)  # items without an id or type
+    retries: Mapped[int] = mapped_column(Integer, default=0)  # requests the source failed
+    high_water_mark: Mapped[datetime | None] = mapped_column(Timestamp)  # when complete
+    error: Mapped[str | None] = mapped_column(Text)

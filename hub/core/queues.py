@@ -46,6 +46,7 @@ PROCESS_EVENTS = "workers.jobs.process_events"  # event ids -> deliveries (hub.m
 DELIVER = "workers.jobs.deliver"  # delivery ids -> attempts (hub.delivery.jobs)
 REPLAY = "workers.jobs.replay"  # dead letter ids -> one more attempt (hub.ops.replay)
 REMAP = "workers.jobs.remap"  # event ids -> today's mappings again (hub.ops.replay)
+RUN_SYNC = "workers.jobs.run_sync"  # sync_jobs ids -> one run each (hub.sync.run), on `low`
 
 
 class QueueName(enum.StrEnum):

@@ -86,6 +86,14 @@ class Settings(BaseSettings):
         default=None,
         description="when set, GET /metrics needs `Authorization: Bearer <token>` (off: open)",
     )
+    sync_lease: float = Field(
+        default=300.0,
+        gt=0,
+        description="seconds a sync run (or its queued job) holds its job before another may",
+    )
+    sync_job_timeout: int = Field(
+        default=3600, gt=0, description="RQ timeout of one sync run, seconds"
+    )
 
     @field_validator("egress_allow", mode="before")
     @classmethod

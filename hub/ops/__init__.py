@@ -1,6 +1,6 @@
 """What operators use to watch and repair: every route and command beside the event's journey.
 
-status.py       /status and `hub status`: queues, workers, states, backlogs, circuits, alerts
+status.py       /status and `hub status`: queues, workers, states, backlogs, circuits, syncs, alerts
 alerts.py       /status alerts posted to HUB_ALERT_ENDPOINT, once each
 health.py       /health, bounded in time
 replay.py       dead letters and events sent again (the CLI, the admin API and RQ jobs share it)
@@ -13,5 +13,5 @@ params.py       what the admin API accepts: pydantic models, every parameter bou
 openapi.py      GET /openapi.json, built from the routes' models
 dashboard.py    rq-dashboard mounted at /rq behind the operator key
 
-May import: hub.core, hub.ingress, hub.delivery, hub.mapping.
+May import: hub.core, hub.ingress, hub.delivery, hub.mapping, hub.sync.
 """

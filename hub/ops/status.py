@@ -3,8 +3,9 @@
 One snapshot, read from Redis and the database: per queue the depth and the age of the oldest
 job; the RQ workers alive; events and deliveries by status over the last hour and day; per
 endpoint the attempts of the last hour, the success rate and the circuit; the retry backlog; the
-open dead letters; and `alerts`, raised from thresholds in settings (`HUB_ALERT_*`), in the spirit
-of Horizon's "long wait" notifications. `GET /metrics` exports the state part of it as gauges.
+open dead letters; each sync's last run (hub.sync.status); and `alerts`, raised from thresholds
+in settings (`HUB_ALERT_*`), in the spirit of Horizon's "long wait" notifications, and by syncs
+failed or late. `GET /metrics` exports the state part of it as gauges.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from hub.core.queues import PRIORITY, get_queue
 from hub.core.responses import error_response
 from hub.core.settings import Settings
 from hub.ingress.principals import Principal, requires_key
+from hub.sync.status import sync_alerts, sync_stats
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
@@ -293,6 +295,7 @@ def collect(
             retries = retry_stats(session, now)
             retries["pending_deliveries"] = int(pending or 0)
             dead_letters = dead_letter_stats(session, now)
+            syncs = sync_stats(session, now)
     except SQLAlchemyError as exc:
         raise DatabaseUnavailable(f"cannot read the status: {type(exc).__name__}") from exc
 
@@ -315,8 +318,9 @@ def collect(
         "endpoints": dict(sorted(endpoints.items())),
         "retries": retries,
         "dead_letters": dead_letters,
+        "syncs": syncs,
     }
-    snapshot["alerts"] = alerts(snapshot, settings)
+    snapshot["alerts"] = alerts(snapshot, settings) + sync_alerts(syncs)
     return snapshot
 
 
@@ -330,6 +334,7 @@ def metrics_state(engine: Engine, redis: Redis) -> metrics.StateCollector:
         with Session(engine) as session:
             names = endpoint_names(session)
             open_letters = dead_letters.count_open(session)
+            syncs = sync_stats(session, utcnow())
     except SQLAlchemyError as exc:
         raise DatabaseUnavailable(f"cannot read the metrics: {type(exc).__name__}") from exc
     stats = queue_stats(redis)
@@ -338,6 +343,7 @@ def metrics_state(engine: Engine, redis: Redis) -> metrics.StateCollector:
         circuits=circuit_states(redis, names),
         dead_letters_open=open_letters,
         workers=len(worker_stats(redis)),
+        syncs=syncs,
     )
 
 

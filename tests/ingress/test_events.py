@@ -168,7 +168,7 @@ def test_the_relay_enqueues_only_events_left_received_long_enough(
     assert relay_received(engine, redis) == 1
     statuses = {r.id: r.status for r in stored_rows(engine)}
     assert statuses == {old.event_id: EventStatus.QUEUED, young.event_id: EventStatus.RECEIVED}
-    assert [job.args for job in get_queue(redis, "high").jobs] == [([old.event_id],)]
+    assert [job.args[0] for job in get_queue(redis, "high").jobs] == [[old.event_id]]
     assert get_queue(redis, "default").count == 0
     assert relay_received(engine, redis) == 0
 
@@ -194,8 +194,8 @@ def test_events_whose_jobs_redis_lost_are_enqueued_again(
 
     redis.flushdb()  # Redis loses its data: the jobs are gone
     assert requeue_lost(engine, redis) == 2
-    assert [job.args for job in get_queue(redis, "high").jobs] == [([first.event_id],)]
-    assert [job.args for job in get_queue(redis, "default").jobs] == [([second.event_id],)]
+    assert [job.args[0] for job in get_queue(redis, "high").jobs] == [[first.event_id]]
+    assert [job.args[0] for job in get_queue(redis, "default").jobs] == [[second.event_id]]
 
 
 def test_an_event_queued_too_long_is_enqueued_again_once_per_period(

@@ -110,7 +110,7 @@ def test_an_event_is_stored_encrypted_then_enqueued_and_marked_queued(
     assert "x-api-key" not in event.headers
     jobs = get_queue(redis, "default").jobs
     assert [job.func_name for job in jobs] == [PROCESS_EVENTS]
-    assert jobs[0].args == ([event.id],)
+    assert list(jobs[0].args) == [[event.id]]
 
 
 def test_the_same_external_id_again_is_a_duplicate_naming_the_first_event(
@@ -579,7 +579,7 @@ def test_redis_down_still_accepts_and_the_relay_enqueues_once_redis_is_back(
     assert sweep_once(ctx, [relay_events]) == {"relay_events": 1}
     assert events(engine)[0].status == EventStatus.QUEUED
     jobs = get_queue(redis, "default").jobs
-    assert [job.args for job in jobs] == [([event.id],)]
+    assert [job.args[0] for job in jobs] == [[event.id]]
     assert sweep_once(ctx, [relay_events]) == {"relay_events": 0}  # once
 
 
