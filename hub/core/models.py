@@ -103,6 +103,9 @@ class EndpointKind(enum.StrEnum):
     WEBHOOK = "webhook"
     ZAPI = "zapi"
     EMAIL = "email"
+    WHATSAPP_CLOUD = "whatsapp_cloud"
+    AMQP = "amqp"
+    GOOGLE_CALENDAR = "google_calendar"
 
 
 class SyncJobStatus(enum.StrEnum):

@@ -3,6 +3,8 @@
 endpoints.py    endpoints.yaml: where deliveries go, resolved per tenant
 registry.py     the applied endpoints, cached per process, reloaded on a new config version
 adapters.py     webhook (httpx, signed) | zapi | email, and what each outcome means
+whatsapp_cloud.py  Meta's Graph API messages (text, template), its error codes classified
+kinds.py        one adapter per endpoint kind for a process
 retry.py        retry policy as data and the pure next_delay
 breaker.py      the circuit breaker: a few Redis keys per endpoint
 throttle.py     the outgoing rate limit per endpoint

@@ -41,9 +41,10 @@ from hub.core.models import (
     utcnow,
 )
 from hub.core.settings import Settings
-from hub.delivery.adapters import Adapters, DeliveryRef, Outcome, OutgoingRequest, Target, Verdict
+from hub.delivery.adapters import DeliveryRef, Outcome, OutgoingRequest, Target, Verdict
 from hub.delivery.breaker import CircuitBreaker, CircuitState, Gate
 from hub.delivery.endpoints import EndpointConfig
+from hub.delivery.kinds import Adapters
 from hub.delivery.registry import EndpointRegistry
 from hub.delivery.retry import next_delay, policy_for
 from hub.delivery.throttle import Throttle
@@ -76,7 +77,7 @@ class DeliveryRuntime:
     """Per worker process: adapters with pooled clients, send threads, caches, Redis helpers."""
 
     def __init__(self, ctx: JobContext) -> None:
-        self.adapters = Adapters(max_connections=SEND_THREADS)
+        self.adapters = Adapters(SEND_THREADS, engine=ctx.engine, redis=ctx.redis)
         self.executor = ThreadPoolExecutor(SEND_THREADS, thread_name_prefix="deliver")
         self.registry = EndpointRegistry(ctx.engine, ctx.redis)
         self.throttle = Throttle(ctx.redis)

@@ -10,6 +10,10 @@ sources:
     allowed_ips: [10.0.0.0/8]
     max_body: 512KiB
     rate_limit: 600/min
+  meta:                                      # WhatsApp Cloud API (Meta) webhooks
+    preset: whatsapp_cloud                   # event id and type from the message or status
+    signature: {scheme: meta, secrets: ["env:{TENANT}_META_APP_SECRET"]}  # X-Hub-Signature-256
+    verify_token: "env:{TENANT}_META_VERIFY_TOKEN"   # GET /webhooks/meta: Meta's handshake
 ```
 """
 
@@ -18,7 +22,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
@@ -65,6 +69,7 @@ class SignatureScheme(enum.StrEnum):
     HMAC_SHA256 = "hmac-sha256"
     STRIPE = "stripe"
     TOKEN = "token"
+    META = "meta"  # Meta (WhatsApp Cloud, Messenger): X-Hub-Signature-256 "sha256=<hex>"
 
 
 class SignatureConfig(ConfigModel):
@@ -102,6 +107,27 @@ class SourceConfig(ConfigModel):
     allowed_ips: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = Field(default_factory=list)
     max_body: Size | None = None
     rate_limit: Rate | None = None
+    preset: Literal["whatsapp_cloud"] | None = None
+    verify_token: str | None = None  # answers GET /webhooks/{source} (Meta's handshake)
+
+    @field_validator("verify_token")
+    @classmethod
+    def _verify_token_ref(cls, value: str | None) -> str | None:
+        if value is not None and not (envrefs.is_ref(value) and envrefs.valid_ref(value)):
+            raise ValueError("verify_token is a secret: write a reference like 'env:NAME'")
+        return value
+
+    @model_validator(mode="after")
+    def _preset(self) -> SourceConfig:
+        if self.preset == "whatsapp_cloud":
+            if self.signature is None:
+                raise ValueError(
+                    "a whatsapp_cloud source needs signature: {scheme: meta, secrets: [...]} "
+                    "(the app secret)"
+                )
+            if self.verify_token is None:
+                raise ValueError("a whatsapp_cloud source needs verify_token (Meta's handshake)")
+        return self
 
     @field_validator("allowed_ips", mode="before")
     @classmethod

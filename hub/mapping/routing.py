@@ -92,6 +92,7 @@ def _route_batch(
                 IntegrationEvent.event_type,
                 IntegrationEvent.payload,
                 IntegrationEvent.correlation_id,
+                IntegrationEvent.created_at,
             ).where(IntegrationEvent.id.in_(event_ids), IntegrationEvent.status.in_(WAITING))
         ).all()
         if not events:
@@ -120,7 +121,12 @@ def _route_batch(
                 out.failed[event.id] = str(exc)
                 dead.append(_dead_letter(event, str(exc)))
                 continue
-            evaluation = ruleset.evaluate(event.source, event.event_type, payload)
+            evaluation = ruleset.evaluate(
+                event.source,
+                event.event_type,
+                payload,
+                occurred_at=event.created_at.isoformat(timespec="milliseconds") + "Z",
+            )
             if evaluation.errors:
                 reason = "; ".join(evaluation.errors)
                 out.failed[event.id] = reason

@@ -21,7 +21,6 @@ from cryptography.x509.oid import NameOID
 from standardwebhooks import Webhook
 
 from hub.delivery.adapters import (
-    Adapters,
     DeliveryRef,
     OutgoingRequest,
     Target,
@@ -29,6 +28,7 @@ from hub.delivery.adapters import (
     classify_zapi,
 )
 from hub.delivery.endpoints import EndpointConfig
+from hub.delivery.kinds import Adapters
 from hub.local.processes import free_port
 from tests.delivery.conftest import Reply, TargetServer, ZapiStandIn
 
