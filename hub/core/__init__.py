@@ -12,6 +12,7 @@ crypto.py       payload encryption at rest; signing.py: Standard Webhooks signat
 logs.py         structured JSON logs without personal data; metrics.py: Prometheus
 yamlfile.py     YAML with line numbers; envrefs.py: `env:` references; tenants.py: slugs
 dead_letters.py the dead-letter registry: opened by mapping and delivery, read by ops
+amqp.py         RabbitMQ connections (pika): timeouts, heartbeats, reconnection backoff
 
 May import: nothing else of hub.
 """

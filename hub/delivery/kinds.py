@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 
 from hub.core.models import EndpointKind
 from hub.delivery.adapters import Adapter, ClientPool, EmailAdapter, WebhookAdapter, ZapiAdapter
+from hub.delivery.amqp import AmqpAdapter
 from hub.delivery.whatsapp_cloud import WhatsAppCloudAdapter
 
 
@@ -27,11 +28,13 @@ class Adapters:
         redis: Redis | None = None,
     ) -> None:
         self.clients = ClientPool(max_connections)
+        self.amqp = AmqpAdapter()
         self._by_kind: dict[EndpointKind, Adapter] = {
             EndpointKind.WEBHOOK: WebhookAdapter(self.clients),
             EndpointKind.ZAPI: ZapiAdapter(self.clients),
             EndpointKind.EMAIL: EmailAdapter(),
             EndpointKind.WHATSAPP_CLOUD: WhatsAppCloudAdapter(self.clients),
+            EndpointKind.AMQP: self.amqp,
         }
 
     def for_kind(self, kind: EndpointKind) -> Adapter:
@@ -39,3 +42,4 @@ class Adapters:
 
     def close(self) -> None:
         self.clients.close()
+        self.amqp.close()
