@@ -24,6 +24,7 @@ def main() -> None:
 
 from hub.cli import (  # noqa: E402
     bench,
+    consume,
     demo,
     keys,
     mappings,
@@ -33,5 +34,5 @@ from hub.cli import (  # noqa: E402
     status,
 )
 
-for _module in (run, keys, mappings, replay, status, bench, demo, sink):
+for _module in (run, consume, keys, mappings, replay, status, bench, demo, sink):
     _module.register(cli)

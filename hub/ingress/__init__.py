@@ -9,6 +9,7 @@ meta.py         Meta's webhooks: the GET handshake, the whatsapp_cloud preset's 
 ratelimit.py    per tenant and source limits shared in Redis
 events.py       the event store: exactly-once INSERT, batched enqueue of process_events
 writer.py       the group-commit writer the web process stores through
+consumer.py     `hub consume`: an amqp source's queue into events, ack after commit, poison to DLX
 relay.py        the outbox relay the sweeper runs: events whose job never reached Redis
 
 May import: hub.core.

@@ -188,7 +188,11 @@ def compile_sources(settings: Settings) -> dict[str, Source]:
         log.warning("ingress.no_sources", extra={"reason": f"no {SOURCES_FILE}"})
         return {}
     configs = load_sources(settings.mappings_dir)
-    return {name: Source.compile(name, config, settings) for name, config in configs.items()}
+    return {
+        name: Source.compile(name, config, settings)
+        for name, config in configs.items()
+        if config.amqp is None  # read by `hub consume`, not posted
+    }
 
 
 def parse_networks(cidrs: list[str]) -> tuple[Network, ...]:
