@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 from hub.core.models import EndpointKind
 from hub.delivery.adapters import Adapter, ClientPool, EmailAdapter, WebhookAdapter, ZapiAdapter
 from hub.delivery.amqp import AmqpAdapter
+from hub.delivery.calendar import CalendarAdapter
 from hub.delivery.whatsapp_cloud import WhatsAppCloudAdapter
 
 
@@ -35,6 +36,7 @@ class Adapters:
             EndpointKind.EMAIL: EmailAdapter(),
             EndpointKind.WHATSAPP_CLOUD: WhatsAppCloudAdapter(self.clients),
             EndpointKind.AMQP: self.amqp,
+            EndpointKind.GOOGLE_CALENDAR: CalendarAdapter(self.clients, engine, redis),
         }
 
     def for_kind(self, kind: EndpointKind) -> Adapter:
