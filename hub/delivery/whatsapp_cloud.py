@@ -3,7 +3,8 @@
 The route's body is one of
 
     {to: "5511912345678", text: "Olá!"}                                  a text message
-    {to: ..., template: {name: lembrete, language: pt_BR, components: [...]}}   a template
+    {to: ..., whatsapp_template: {name: lembrete, language: pt_BR, components: [...]}}
+                                        a template (`template` is a word of the mapping language)
     {to: ..., type: image, image: {...}}                                 any other Graph type
 
 and the adapter sends the Graph API's shape (`messaging_product: whatsapp`, ...) with the
@@ -89,10 +90,10 @@ def graph_message(body: Any) -> dict[str, Any]:
         out["type"] = "text"
         out["text"] = text if isinstance(text, dict) else {"body": str(text)}
         return out
-    template = body.get("template")
+    template = body.get("whatsapp_template") or body.get("template")
     if isinstance(template, dict):
         if not template.get("name"):
-            raise ValueError("body.template needs name")
+            raise ValueError("body.whatsapp_template needs name")
         language = template.get("language") or "pt_BR"
         shaped: dict[str, Any] = {
             "name": str(template["name"]),
