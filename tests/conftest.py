@@ -3,12 +3,15 @@
 HUB_TEST_DATABASE_URL (MariaDB in CI) and HUB_TEST_REDIS_URL (a real Redis DB in CI) choose the
 services; without them the tests run on SQLite in a temp dir and an embedded Redis, so `pytest`
 passes on a laptop too. A configured service that cannot be reached skips locally and fails under
-CI (`CI` set). Each test gets clean tables and a flushed Redis database.
+CI (`CI` set). Each test gets clean tables and a flushed Redis database. RabbitMQ is the real one
+(HUB_TEST_AMQP_URL, default guest on 127.0.0.1:5672) in both lanes: each test's exchanges and
+queues carry a name unique to it and are deleted after it.
 """
 
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -134,3 +137,72 @@ def settings(
         log_format="json",
         _env_file=None,  # type: ignore[call-arg]
     )
+
+
+class Broker:
+    """The real RabbitMQ, with names unique to this test (runs never collide), deleted after."""
+
+    def __init__(self, url: str) -> None:
+        import pika
+
+        self.url = url
+        self.prefix = f"hubtest.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        self.connection = pika.BlockingConnection(pika.URLParameters(url))
+        self.channel = self.connection.channel()
+        self.exchanges: list[str] = []
+        self.queues: list[str] = []
+
+    def name(self, what: str) -> str:
+        return f"{self.prefix}.{what}"
+
+    def exchange(self, what: str, kind: str = "topic") -> str:
+        name = self.name(what)
+        self.channel.exchange_declare(name, kind, durable=True)
+        self.exchanges.append(name)
+        return name
+
+    def queue(self, what: str, **arguments: object) -> str:
+        name = self.name(what)
+        self.channel.queue_declare(name, durable=True, arguments=arguments or None)
+        self.queues.append(name)
+        return name
+
+    def bind(self, queue: str, exchange: str, key: str = "#") -> None:
+        self.channel.queue_bind(queue, exchange, routing_key=key)
+
+    def get(self, queue: str, timeout: float = 5.0) -> tuple[object, object, bytes] | None:
+        """One message (acked), waiting up to `timeout`; None if none came."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            method, properties, body = self.channel.basic_get(queue, auto_ack=True)
+            if method is not None:
+                return method, properties, body
+            if time.monotonic() > deadline:
+                return None
+            self.connection.sleep(0.05)
+
+    def close(self) -> None:
+        for queue in self.queues:
+            self.channel.queue_delete(queue)
+        for exchange in self.exchanges:
+            self.channel.exchange_delete(exchange)
+        self.connection.close()
+
+
+@pytest.fixture
+def amqp_url() -> str:
+    return os.environ.get("HUB_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+
+
+@pytest.fixture
+def broker(amqp_url: str) -> Iterator[Broker]:
+    import pika.exceptions
+
+    try:
+        found = Broker(amqp_url)
+    except pika.exceptions.AMQPError as exc:
+        unavailable(f"RabbitMQ unavailable at {amqp_url}: {exc!r}")
+    yield found
+    found.close()

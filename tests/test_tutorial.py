@@ -67,7 +67,7 @@ def test_the_tutorial_runs_as_written(tmp_path: Path) -> None:
         hub.stop()
     report = "\n---\n".join(outputs)
 
-    assert "4 rules" in report and "OK" in report  # check
+    assert "5 rules" in report and "OK" in report  # check
     assert "visit-scheduled" in report and "0 failed" in report  # test
     assert "applied: version" in report  # apply
     assert "cuidadores" in hub.banner  # the restarted hub points the new endpoint at the sink

@@ -24,6 +24,7 @@ def main() -> None:
 
 from hub.cli import (  # noqa: E402
     bench,
+    consume,
     demo,
     keys,
     mappings,
@@ -35,5 +36,5 @@ from hub.cli import (  # noqa: E402
     tenants,
 )
 
-for _module in (run, tenants, keys, mappings, replay, status, sync, bench, demo, sink):
+for _module in (run, consume, tenants, keys, mappings, replay, status, sync, bench, demo, sink):
     _module.register(cli)

@@ -15,6 +15,7 @@ yamlfile.py     YAML with line numbers; envrefs.py: `env:` references; tenants.p
 dead_letters.py the dead-letter registry: opened by mapping and delivery, read by ops
 outages.py      living through a Redis or database outage: capped backoff, one log line per change
 leader.py       a leader lock in Redis with expiry and fencing (one working sweeper)
+amqp.py         RabbitMQ connections (pika): timeouts, heartbeats, reconnection backoff
 
 May import: nothing else of hub.
 """

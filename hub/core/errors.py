@@ -25,7 +25,8 @@
         │   └── StaleTimestamp       a signed timestamp more than 5 minutes off
         ├── Forbidden                403: key not allowed here
         │   ├── SourceNotAllowed     the key is limited to other sources (or is an operator key)
-        │   └── AddressNotAllowed    the client address is outside the source's allowed_ips
+        │   ├── AddressNotAllowed    the client address is outside the source's allowed_ips
+        │   └── VerificationRefused  Meta's subscription handshake: wrong mode or verify token
         ├── PayloadTooLarge          413
         ├── UnsupportedMediaType     415
         ├── BadRequest               400
@@ -196,6 +197,12 @@ class AddressNotAllowed(Forbidden):
     """The client address is outside the source's allowed_ips."""
 
     code = "address_not_allowed"
+
+
+class VerificationRefused(Forbidden):
+    """`GET /webhooks/{source}`: not a subscription, or the verify token does not match."""
+
+    code = "verification_refused"
 
 
 class PayloadTooLarge(RequestError):

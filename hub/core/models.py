@@ -105,6 +105,9 @@ class EndpointKind(enum.StrEnum):
     WEBHOOK = "webhook"
     ZAPI = "zapi"
     EMAIL = "email"
+    WHATSAPP_CLOUD = "whatsapp_cloud"
+    AMQP = "amqp"
+    GOOGLE_CALENDAR = "google_calendar"
 
 
 class SyncJobStatus(enum.StrEnum):
@@ -420,3 +423,25 @@ class SyncRun(Base):
     retries: Mapped[int] = mapped_column(Integer, default=0)  # requests the source failed
     high_water_mark: Mapped[datetime | None] = mapped_column(Timestamp)  # when complete
     error: Mapped[str | None] = mapped_column(Text)
+
+
+# -- links to records in other systems ------------------------------------------------------------
+
+
+class CalendarLink(Base):
+    """An appointment key -> the calendar event hub made for it (google_calendar endpoints), so a
+    retry or a replay patches that event instead of creating a second one."""
+
+    __tablename__ = "calendar_links"
+    __table_args__ = (
+        UniqueConstraint("tenant", "endpoint", "appointment_key", name="uq_calendar_links_key"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = mapped_column(String(64))  # the tenant's slug ("" without one)
+    endpoint: Mapped[str] = mapped_column(String(128))
+    appointment_key: Mapped[str] = mapped_column(String(255))
+    calendar_id: Mapped[str] = mapped_column(String(255))
+    calendar_event_id: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, onupdate=utcnow)

@@ -31,6 +31,7 @@ SENTINEL_KEY = KEY_PREFIX + "sentinel"  # absent: Redis is new or lost its data
 CIRCUIT_PREFIX = KEY_PREFIX + "circuit:"  # + endpoint + ":" + field: the breaker's state
 THROTTLE_PREFIX = KEY_PREFIX + "limits"  # outgoing rate limits per endpoint (limits' keys)
 RATELIMIT_PREFIX = KEY_PREFIX + "ratelimit"  # incoming rate limits per tenant and source
+CALENDAR_TOKEN_KEY = KEY_PREFIX + "gcal:token:{endpoint}:{tenant}"  # an access token, until expiry
 ALERTS_ACTIVE_KEY = KEY_PREFIX + "alerts:active"  # alert keys already posted, while they last
 ALERTS_TURN_KEY = KEY_PREFIX + "alerts:turn"  # held by the sweeper that checks this interval
 SWEEPER_LEADER_KEY = KEY_PREFIX + "sweeper:leader"  # the working sweeper's lock (hub.core.leader)

@@ -3,6 +3,9 @@
 endpoints.py    endpoints.yaml: where deliveries go, resolved per tenant
 registry.py     the applied endpoints, cached per process, reloaded on a new config version
 adapters.py     webhook (httpx, signed) | zapi | email, and what each outcome means
+whatsapp_cloud.py  Meta's Graph API messages (text, template), its error codes classified
+amqp.py         RabbitMQ: seed 004's envelope, publisher confirms, one connection per process
+kinds.py        one adapter per endpoint kind for a process
 retry.py        retry policy as data and the pure next_delay
 breaker.py      the circuit breaker: a few Redis keys per endpoint
 throttle.py     the outgoing rate limit per endpoint

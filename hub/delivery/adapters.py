@@ -5,9 +5,11 @@
 - zapi: Z-API's `POST {base}/instances/{instance}/token/{token}/send-text` with `Client-Token`;
 - email: SMTP (smtplib), STARTTLS and login when configured.
 
-Each returns an `Outcome`: delivered, retry (worth another attempt) or dead (permanent), with the
-status code, a short excerpt of the answer and an error class. Only this module catches
-`httpx.*` and `smtplib.*` exceptions; nothing here raises for a failed send.
+The other kinds live in their own modules (whatsapp_cloud, amqp, calendar); hub.delivery.kinds
+holds one adapter per kind for a process. Each returns an `Outcome`: delivered, retry (worth
+another attempt) or dead (permanent), with the status code, a short excerpt of the answer and an
+error class. Only the adapters catch `httpx.*`, `smtplib.*` and `pika.*` exceptions; none raises
+for a failed send.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ import orjson
 
 from hub.core import envrefs
 from hub.core.errors import ConfigError, EgressRefused
-from hub.core.models import EndpointKind
 from hub.core.signing import sign_standard_webhooks, signing_key
 from hub.delivery.egress import EgressPolicy, GuardedBackend
 from hub.delivery.endpoints import EndpointConfig
@@ -67,6 +68,7 @@ class OutgoingRequest:
     method: str | None = None
     path: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)  # amqp, google_calendar: route settings
 
     @classmethod
     def from_json(cls, raw: bytes) -> OutgoingRequest:
@@ -76,6 +78,7 @@ class OutgoingRequest:
             method=data.get("method"),
             path=data.get("path"),
             headers=dict(data.get("headers") or {}),
+            options=dict(data.get("options") or {}),
         )
 
 
@@ -106,17 +109,17 @@ class Adapter(Protocol):
         ...
 
 
-# -- helpers --------------------------------------------------------------------------------------
+# -- helpers (shared by the adapters of hub.delivery.kinds) ---------------------------------------
 
 
-def _excerpt(text: str | None) -> str | None:
+def clip(text: str | None) -> str | None:
     if not text:
         return None
     flat = " ".join(text.split())
     return flat[:EXCERPT_CHARS]
 
 
-def _http_outcome(status: int, excerpt: str | None, retry_after: str | None) -> Outcome:
+def http_outcome(status: int, excerpt: str | None, retry_after: str | None) -> Outcome:
     if 200 <= status < 300:
         return Outcome(Verdict.DELIVERED, status, excerpt=excerpt)
     after = parse_retry_after(retry_after) if status in RETRY_AFTER_STATUS else None
@@ -131,7 +134,7 @@ def _http_outcome(status: int, excerpt: str | None, retry_after: str | None) -> 
     )
 
 
-def _transport_failure(exc: httpx.HTTPError) -> Outcome:
+def transport_failure(exc: httpx.HTTPError) -> Outcome:
     if isinstance(exc, httpx.TimeoutException):
         return Outcome(
             Verdict.RETRY, error_class="timeout", error=f"timeout ({type(exc).__name__})"
@@ -146,12 +149,12 @@ def _transport_failure(exc: httpx.HTTPError) -> Outcome:
     )
 
 
-def _egress_failure(exc: EgressRefused) -> Outcome:
+def egress_failure(exc: EgressRefused) -> Outcome:
     """The target's address is closed to deliveries: permanent until the policy changes."""
     return Outcome(Verdict.DEAD, error_class="egress_refused", error=exc.message[:200])
 
 
-def _config_failure(exc: ConfigError) -> Outcome:
+def config_failure(exc: ConfigError) -> Outcome:
     return Outcome(Verdict.DEAD, error_class="config", error=exc.message[:200])
 
 
@@ -193,7 +196,7 @@ class ClientPool:
             self._clients.clear()
 
 
-def _send_http(
+def send_http(
     client: httpx.Client, method: str, url: str, headers: dict[str, str], body: bytes
 ) -> tuple[int, str | None, str | None]:
     """(status, excerpt, Retry-After) reading at most MAX_RESPONSE_BYTES of the answer."""
@@ -227,7 +230,7 @@ class WebhookAdapter:
             secret = endpoint.value("signing_secret", config.signing_secret)
             key = signing_key(secret) if secret else None
         except ConfigError as exc:
-            return _config_failure(exc)
+            return config_failure(exc)
         headers.update(request.headers)
         body = orjson.dumps(request.body)
         timestamp = int(time.time())
@@ -240,14 +243,14 @@ class WebhookAdapter:
             headers["X-Correlation-Id"] = delivery.correlation_id
         method = (request.method or config.method).upper()
         try:
-            status, text, retry_after = _send_http(
+            status, text, retry_after = send_http(
                 self.clients.get(endpoint.name, config.timeout), method, url, headers, body
             )
         except httpx.HTTPError as exc:
-            return _transport_failure(exc)
+            return transport_failure(exc)
         except EgressRefused as exc:
-            return _egress_failure(exc)
-        return _http_outcome(status, _excerpt(text), retry_after)
+            return egress_failure(exc)
+        return http_outcome(status, clip(text), retry_after)
 
 
 def join_url(base: str, path: str | None) -> str:
@@ -279,7 +282,7 @@ class ZapiAdapter:
             token = endpoint.value("token", config.token)
             client_token = endpoint.value("client_token", config.client_token)
         except ConfigError as exc:
-            return _config_failure(exc)
+            return config_failure(exc)
         url = f"{base.rstrip('/')}/instances/{instance}/token/{token}/send-text"
         headers = {"content-type": "application/json"}
         if client_token:
@@ -288,13 +291,13 @@ class ZapiAdapter:
             headers["X-Correlation-Id"] = delivery.correlation_id
         payload = orjson.dumps({"phone": str(body["phone"]), "message": str(body["message"])})
         try:
-            status, text, retry_after = _send_http(
+            status, text, retry_after = send_http(
                 self.clients.get(endpoint.name, config.timeout), "POST", url, headers, payload
             )
         except httpx.HTTPError as exc:
-            return _transport_failure(exc)
+            return transport_failure(exc)
         except EgressRefused as exc:
-            return _egress_failure(exc)
+            return egress_failure(exc)
         return classify_zapi(status, text, retry_after)
 
 
@@ -307,7 +310,7 @@ def classify_zapi(status: int, text: str | None, retry_after: str | None = None)
             error = data.get("error") or (data.get("message") if status >= 400 else None)
     except orjson.JSONDecodeError:
         data = None
-    excerpt = _excerpt(text)
+    excerpt = clip(text)
     if 200 <= status < 300 and not error:
         return Outcome(Verdict.DELIVERED, status, excerpt=excerpt)
     reason = str(error or f"HTTP {status}")[:200]
@@ -370,7 +373,7 @@ class EmailAdapter:
             from_addr = endpoint.value("from_addr", config.from_addr) or ""
             port = smtp_port(endpoint)
         except ConfigError as exc:
-            return _config_failure(exc)
+            return config_failure(exc)
         message = EmailMessage()
         message["From"] = from_addr
         message["To"] = ", ".join(str(r) for r in recipients)
@@ -400,11 +403,9 @@ class EmailAdapter:
                 if isinstance(exc.smtp_error, bytes)
                 else str(exc.smtp_error)
             )
-            return Outcome(
-                verdict, exc.smtp_code, f"smtp_{exc.smtp_code}", _excerpt(text), _excerpt(text)
-            )
+            return Outcome(verdict, exc.smtp_code, f"smtp_{exc.smtp_code}", clip(text), clip(text))
         except EgressRefused as exc:
-            return _egress_failure(exc)
+            return egress_failure(exc)
         except smtplib.SMTPNotSupportedError as exc:
             return Outcome(Verdict.DEAD, error_class="smtp_not_supported", error=str(exc)[:200])
         except ssl.SSLError as exc:
@@ -421,21 +422,3 @@ class EmailAdapter:
                 Verdict.DEAD, error_class="smtp_recipients_refused", error="some recipients refused"
             )
         return Outcome(Verdict.DELIVERED, 250)
-
-
-class Adapters:
-    """The adapters of one process, sharing its pooled HTTP clients."""
-
-    def __init__(self, max_connections: int = 100, egress: EgressPolicy | None = None) -> None:
-        self.clients = ClientPool(max_connections, egress)
-        self._by_kind: dict[EndpointKind, Adapter] = {
-            EndpointKind.WEBHOOK: WebhookAdapter(self.clients),
-            EndpointKind.ZAPI: ZapiAdapter(self.clients),
-            EndpointKind.EMAIL: EmailAdapter(egress),
-        }
-
-    def for_kind(self, kind: EndpointKind) -> Adapter:
-        return self._by_kind[kind]
-
-    def close(self) -> None:
-        self.clients.close()

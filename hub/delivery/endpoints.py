@@ -3,7 +3,7 @@
 ```yaml
 endpoints:
   crm:
-    kind: webhook                            # webhook | zapi | email
+    kind: webhook                 # webhook | zapi | email | whatsapp_cloud | amqp | google_calendar
     url: "env:{TENANT}_CRM_URL"
     headers: {Authorization: "env:{TENANT}_CRM_TOKEN"}
     signing_secret: "env:{TENANT}_CRM_SIGNING_SECRET"
@@ -15,8 +15,15 @@ endpoints:
              token: "env:{TENANT}_ZAPI_TOKEN", client_token: "env:{TENANT}_ZAPI_CLIENT_TOKEN"}
   email: {kind: email, host: "env:SMTP_HOST", port: "env:SMTP_PORT", username: "env:SMTP_USER",
           password: "env:SMTP_PASSWORD", starttls: true, from_addr: "env:SMTP_FROM"}
+  meta: {kind: whatsapp_cloud, phone_number_id: "env:{TENANT}_WA_PHONE_ID",
+         token: "env:{TENANT}_WA_TOKEN"}           # url: Graph API base, api_version: v21.0
+  broker: {kind: amqp, url: "env:AMQP_URL", exchange: clinic.events, declare: true}
+  agenda: {kind: google_calendar, client_id: "env:{TENANT}_GCAL_CLIENT_ID",
+           client_secret: "env:{TENANT}_GCAL_CLIENT_SECRET",
+           refresh_token: "env:{TENANT}_GCAL_REFRESH_TOKEN", calendar_id: "env:{TENANT}_GCAL_ID"}
 ```
-Secrets (signing_secret, header values, token, client_token, password) must be `env:` references.
+Secrets (signing_secret, header values, token, client_token, password, client_secret,
+refresh_token, and an amqp URL, which carries the broker's password) must be `env:` references.
 Durations are stored as seconds. `retry` fields left out take the kind's defaults (see
 hub.delivery.retry).
 """
@@ -26,6 +33,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
@@ -36,6 +44,8 @@ from hub.core.units import parse_duration, parse_rate
 from hub.core.yamlfile import ConfigModel, load_named_section
 
 ENDPOINTS_FILE = "endpoints.yaml"
+GRAPH_API = "https://graph.facebook.com"
+CALENDAR_API = "https://www.googleapis.com/calendar/v3"
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 Rate = Annotated[str, BeforeValidator(parse_rate)]
@@ -68,7 +78,7 @@ class CircuitConfig(ConfigModel):
 
 class EndpointConfig(ConfigModel):
     kind: EndpointKind
-    url: str | None = None  # webhook: base URL (route paths are appended); zapi: API base
+    url: str | None = None  # webhook: base URL (route paths are appended); others: API base
     method: str = "POST"
     headers: dict[str, str] = Field(default_factory=dict)
     signing_secret: str | None = None
@@ -87,6 +97,21 @@ class EndpointConfig(ConfigModel):
     password: str | None = None
     starttls: bool = False
     from_addr: str | None = None
+    # whatsapp_cloud (url: the Graph API base; token: the bearer token)
+    phone_number_id: str | None = None
+    api_version: str = "v21.0"
+    # amqp (url: amqp://user:password@host:port/vhost, an env: reference)
+    exchange: str | None = None
+    exchange_type: str = "topic"
+    declare: bool = False  # declare the exchange (durable); else it must exist
+    source_service: str = "hub"  # the envelope's sourceService
+    # google_calendar (url: the Calendar API base; token_url: the OAuth2 token endpoint)
+    client_id: str | None = None
+    client_secret: str | None = None
+    refresh_token: str | None = None
+    calendar_id: str | None = None
+    token_url: str = "https://oauth2.googleapis.com/token"
+    timezone: str = "America/Sao_Paulo"
 
     @field_validator("method")
     @classmethod
@@ -130,14 +155,30 @@ class EndpointConfig(ConfigModel):
         _ref_only(self.token, "token")
         _ref_only(self.client_token, "client_token")
         _ref_only(self.password, "password")
+        _ref_only(self.client_secret, "client_secret")
+        _ref_only(self.refresh_token, "refresh_token")
+        if self.kind == EndpointKind.AMQP:
+            _ref_only(self.url, "an amqp url (it carries the password)")
         required = {
             EndpointKind.WEBHOOK: ("url",),
             EndpointKind.ZAPI: ("url", "instance", "token"),
             EndpointKind.EMAIL: ("host", "from_addr"),
+            EndpointKind.WHATSAPP_CLOUD: ("phone_number_id", "token"),
+            EndpointKind.AMQP: ("url", "exchange"),
+            EndpointKind.GOOGLE_CALENDAR: (
+                "client_id",
+                "client_secret",
+                "refresh_token",
+                "calendar_id",
+            ),
         }[self.kind]
         missing = [name for name in required if getattr(self, name) is None]
         if missing:
             raise ValueError(f"a {self.kind.value} endpoint needs {', '.join(missing)}")
+        if self.exchange_type not in ("topic", "direct", "fanout", "headers"):
+            raise ValueError("exchange_type is one of topic, direct, fanout, headers")
+        if self.kind == EndpointKind.GOOGLE_CALENDAR:
+            check_timezone(self.timezone)
         return self
 
     def env_refs(self) -> list[tuple[str, str]]:
@@ -151,6 +192,15 @@ class EndpointConfig(ConfigModel):
             if envrefs.is_ref(value):
                 out.append((f"headers.{name}", value))
         return out
+
+
+def check_timezone(name: str) -> str:
+    """`name` if it is an IANA time zone (America/Sao_Paulo), else ValueError."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {name!r} (an IANA name: America/Sao_Paulo)") from exc
+    return name
 
 
 def load_endpoints(mappings_dir: Path) -> dict[str, EndpointConfig]:

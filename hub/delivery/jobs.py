@@ -43,10 +43,11 @@ from hub.core.models import (
     utcnow,
 )
 from hub.core.settings import Settings
-from hub.delivery.adapters import Adapters, DeliveryRef, Outcome, OutgoingRequest, Target, Verdict
+from hub.delivery.adapters import DeliveryRef, Outcome, OutgoingRequest, Target, Verdict
 from hub.delivery.breaker import CircuitBreaker, CircuitState, Gate
 from hub.delivery.egress import EgressPolicy
 from hub.delivery.endpoints import EndpointConfig
+from hub.delivery.kinds import Adapters
 from hub.delivery.registry import EndpointRegistry
 from hub.delivery.retry import next_delay, policy_for
 from hub.delivery.throttle import Throttle
@@ -81,7 +82,7 @@ class DeliveryRuntime:
 
     def __init__(self, ctx: JobContext) -> None:
         egress = EgressPolicy.from_setting(ctx.settings.egress_allow)
-        self.adapters = Adapters(max_connections=SEND_THREADS, egress=egress)
+        self.adapters = Adapters(SEND_THREADS, engine=ctx.engine, redis=ctx.redis, egress=egress)
         self.executor = ThreadPoolExecutor(SEND_THREADS, thread_name_prefix="deliver")
         self.registry = EndpointRegistry(ctx.engine, ctx.redis)
         self.throttle = Throttle(ctx.redis)

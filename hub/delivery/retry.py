@@ -5,10 +5,11 @@ A policy is either a schedule (explicit delays before attempts 2, 3, …) or an 
 `max_attempts` counts every try, the first one included.
 
 Defaults per endpoint kind:
-- webhook: the Standard Webhooks schedule, 10 attempts over about three days (at once, 5 s, 5 min,
-  30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h), so a target down for a weekend loses nothing;
-- zapi, email (notifications): seed 001's "3 tentativas com backoff exponencial (1s, 2s, 4s)":
-  the first try, then three retries after about 1 s, 2 s and 4 s (4 attempts in all).
+- webhook, amqp, google_calendar: the Standard Webhooks schedule, 10 attempts over about three
+  days (at once, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h), so a target down for a
+  weekend loses nothing;
+- zapi, email, whatsapp_cloud (notifications): seed 001's "3 tentativas com backoff exponencial
+  (1s, 2s, 4s)": the first try, then three retries after about 1 s, 2 s and 4 s (4 attempts in all).
 
 What is retried: connection errors, timeouts, 5xx, 408, 425 and 429 (429 and 503 honour
 `Retry-After`, capped at `max_delay`); any other 4xx is permanent and goes to dead letter at once.
@@ -48,12 +49,13 @@ class RetryPolicy:
 
 
 WEBHOOK_DEFAULT = RetryPolicy(max_attempts=len(WEBHOOK_SCHEDULE) + 1, schedule=WEBHOOK_SCHEDULE)
+NOTIFICATION_KINDS = (EndpointKind.ZAPI, EndpointKind.EMAIL, EndpointKind.WHATSAPP_CLOUD)
 NOTIFICATION_DEFAULT = RetryPolicy(max_attempts=NOTIFICATION_ATTEMPTS, base=NOTIFICATION_BASE)
 
 
 def policy_for(kind: EndpointKind, config: RetryConfig | None = None) -> RetryPolicy:
     """The endpoint's policy: its `retry` settings over the kind's defaults."""
-    default = WEBHOOK_DEFAULT if kind == EndpointKind.WEBHOOK else NOTIFICATION_DEFAULT
+    default = NOTIFICATION_DEFAULT if kind in NOTIFICATION_KINDS else WEBHOOK_DEFAULT
     if config is None:
         return default
     schedule = default.schedule

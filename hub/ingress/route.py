@@ -1,4 +1,4 @@
-"""`POST /webhooks/{source}`: a webhook in, a durable event out.
+"""`POST /webhooks/{source}`: a webhook in, a durable event out (and `GET`: Meta's handshake).
 
     authenticate → find the source → may this key and address send here → rate limit
     → content type and size → read the body (streamed, capped) → verify the signature
@@ -47,10 +47,12 @@ from hub.core.errors import (
     SourceNotAllowed,
     UnknownSource,
     UnsupportedMediaType,
+    VerificationRefused,
 )
 from hub.core.queues import redis_url
 from hub.core.responses import error_response
 from hub.core.settings import Settings
+from hub.ingress import meta
 from hub.ingress.apikeys import USAGE_FLUSH_INTERVAL, KeyCache, KeyRecord, UsageTracker
 from hub.ingress.events import NewEvent, Stored
 from hub.ingress.principals import presented_key
@@ -124,6 +126,7 @@ class Source:
     event_id: ValueGetter | None
     event_id_desc: str
     event_id_optional: bool  # from a header: absent means the SHA-256 of the body
+    verify_tokens: tuple[str, ...] = ()  # references: GET answers Meta's handshake
     allow_query_key: bool = False  # ?api_key= accepted (providers that only take a URL)
 
     @classmethod
@@ -137,6 +140,16 @@ class Source:
                 encoding="base64" if sig.encoding == "base64" else "hex",
                 prefix=sig.prefix,
             )
+        event_type: ValueGetter = compile_extractor(config.event_type)
+        event_type_desc = _describe(config.event_type)
+        event_id = compile_extractor(config.event_id) if config.event_id else None
+        event_id_desc = _describe(config.event_id) if config.event_id else ""
+        optional = config.event_id is not None and config.event_id.header is not None
+        if config.preset == "whatsapp_cloud":
+            if "event_type" not in config.model_fields_set:
+                event_type, event_type_desc = meta.event_type, "preset whatsapp_cloud"
+            if config.event_id is None:
+                event_id, event_id_desc, optional = meta.event_id, "preset whatsapp_cloud", True
         return cls(
             name=name,
             queue=config.effective_queue.value,
@@ -145,11 +158,12 @@ class Source:
             networks=tuple(config.allowed_ips),
             scheme=scheme,
             secret_refs=tuple(config.signature.secrets) if config.signature else (),
-            event_type=compile_extractor(config.event_type),
-            event_type_desc=_describe(config.event_type),
-            event_id=compile_extractor(config.event_id) if config.event_id else None,
-            event_id_desc=_describe(config.event_id) if config.event_id else "",
-            event_id_optional=config.event_id is not None and config.event_id.header is not None,
+            event_type=event_type,
+            event_type_desc=event_type_desc,
+            event_id=event_id,
+            event_id_desc=event_id_desc,
+            event_id_optional=optional,
+            verify_tokens=(config.verify_token,) if config.verify_token else (),
             allow_query_key=config.allow_query_key,
         )
 
@@ -176,7 +190,11 @@ def compile_sources(settings: Settings) -> dict[str, Source]:
         log.warning("ingress.no_sources", extra={"reason": f"no {SOURCES_FILE}"})
         return {}
     configs = load_sources(settings.mappings_dir)
-    return {name: Source.compile(name, config, settings) for name, config in configs.items()}
+    return {
+        name: Source.compile(name, config, settings)
+        for name, config in configs.items()
+        if config.amqp is None  # read by `hub consume`, not posted
+    }
 
 
 def parse_networks(cidrs: list[str]) -> tuple[Network, ...]:
@@ -453,7 +471,30 @@ def respond(stored: Stored, correlation_id: str) -> Response:
     )
 
 
-ROUTES: list[BaseRoute] = [Route("/webhooks/{source}", receive_webhook, methods=["POST"])]
+async def verify_subscription(request: Request) -> Response:
+    """`GET /webhooks/{source}`: Meta's subscription handshake (hub.ingress.meta), for a source
+    with a `verify_token`; the key (`?api_key=` in the callback URL) names the tenant."""
+    ingress: Ingress = request.app.state.ingress
+    request_id = f"req_{_PROCESS_TAG}{next(_counter):x}"
+    request.state.request_id = request_id
+    try:
+        key = await ingress.authenticate(request)
+        source = ingress.source(request.path_params["source"], key)
+        ingress.check_address(request, source)
+        tokens = [envrefs.resolve_optional(r, key.tenant_slug) for r in source.verify_tokens]
+        if not any(tokens):
+            raise VerificationRefused(f"source {source.name!r} has no verify token for this tenant")
+        challenge = meta.check_handshake(request.query_params, [t for t in tokens if t])
+    except HubError as exc:
+        return error_response(exc, request_id)
+    log.info("ingress.subscription_verified", extra={"source": source.name})
+    return Response(challenge, media_type="text/plain")
+
+
+ROUTES: list[BaseRoute] = [
+    Route("/webhooks/{source}", receive_webhook, methods=["POST"]),
+    Route("/webhooks/{source}", verify_subscription, methods=["GET"]),
+]
 
 
 class FastIngress:

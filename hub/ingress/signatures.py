@@ -6,6 +6,8 @@
                        optional prefix ("sha256=": GitHub X-Hub-Signature-256, Meta WhatsApp Cloud)
     stripe             Stripe-Signature: "t=<unix>,v1=<hex>[,v1=<hex>]" over "<t>.<body>"
     token              a static token header (Z-API Client-Token)
+    meta               hmac-sha256 preset for Meta: X-Hub-Signature-256 "sha256=<hex>", the app
+                       secret as key (WhatsApp Cloud API, Messenger, Instagram)
 
 `secrets` holds every secret in force (several: rotation without downtime); any one matching is
 enough. Signatures are computed over the raw bytes received and compared in constant time;
@@ -29,7 +31,8 @@ from typing import Literal, Protocol
 from hub.core.errors import ConfigError, InvalidSignature, StaleTimestamp
 
 TOLERANCE = 300.0  # seconds either side of now
-SCHEMES = ("standard-webhooks", "hmac-sha256", "stripe", "token")
+SCHEMES = ("standard-webhooks", "hmac-sha256", "stripe", "token", "meta")
+META = ("x-hub-signature-256", "sha256=")
 
 Encoding = Literal["hex", "base64"]
 
@@ -200,6 +203,8 @@ def scheme_for(
             encoding=encoding or "hex",
             prefix=prefix or "",
         )
+    if scheme == "meta":
+        return HmacSha256(header=META[0], encoding="hex", prefix=META[1])
     if scheme == "stripe":
         return Stripe(header=(header or Stripe.header).lower())
     if scheme == "token":

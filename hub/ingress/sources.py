@@ -11,7 +11,17 @@ sources:
     max_body: 512KiB
     rate_limit: 600/min
     allow_query_key: false                   # true: ?api_key= is taken too (URL-only providers)
+  meta:                                      # WhatsApp Cloud API (Meta) webhooks
+    preset: whatsapp_cloud                   # event id and type from the message or status
+    signature: {scheme: meta, secrets: ["env:{TENANT}_META_APP_SECRET"]}  # X-Hub-Signature-256
+    verify_token: "env:{TENANT}_META_VERIFY_TOKEN"   # GET /webhooks/meta: Meta's handshake
+    allow_query_key: true                    # Meta calls a URL: the key comes as ?api_key=
+  agenda:                                    # a RabbitMQ queue, read by `hub consume agenda`
+    amqp: {url: "env:AMQP_URL", queue: hub.agenda, tenant: clinica-a,
+           dead_letter_exchange: hub.agenda.dlx, prefetch: 50}
+    # event_type default {jsonpath: $.eventType}, event_id default {jsonpath: $.eventId}
 ```
+An amqp source is not an HTTP source: POST /webhooks/agenda answers 404.
 """
 
 from __future__ import annotations
@@ -19,7 +29,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
@@ -66,6 +76,7 @@ class SignatureScheme(enum.StrEnum):
     HMAC_SHA256 = "hmac-sha256"
     STRIPE = "stripe"
     TOKEN = "token"
+    META = "meta"  # Meta (WhatsApp Cloud, Messenger): X-Hub-Signature-256 "sha256=<hex>"
 
 
 class SignatureConfig(ConfigModel):
@@ -94,6 +105,21 @@ class SignatureConfig(ConfigModel):
         return value
 
 
+class AmqpSourceConfig(ConfigModel):
+    url: str  # amqp://user:password@host:port/vhost, an env: reference
+    queue: str = Field(min_length=1, max_length=255)
+    tenant: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")  # whose events these are
+    dead_letter_exchange: str = Field(min_length=1, max_length=255)  # poison goes here
+    prefetch: int = Field(default=50, ge=1, le=1000)  # unacked messages in hand at most
+
+    @field_validator("url")
+    @classmethod
+    def _url_ref(cls, value: str) -> str:
+        if not (envrefs.is_ref(value) and envrefs.valid_ref(value)):
+            raise ValueError("url carries the broker's password: write a reference like env:NAME")
+        return value
+
+
 class SourceConfig(ConfigModel):
     queue: QueueName | None = None  # default: high when critical, else default
     critical: bool = False
@@ -104,6 +130,30 @@ class SourceConfig(ConfigModel):
     max_body: Size | None = None
     rate_limit: Rate | None = None
     allow_query_key: bool = False  # ?api_key= accepted: only for providers that take just a URL
+    preset: Literal["whatsapp_cloud"] | None = None
+    verify_token: str | None = None  # answers GET /webhooks/{source} (Meta's handshake)
+    amqp: AmqpSourceConfig | None = None  # read from a RabbitMQ queue by `hub consume`
+
+    @field_validator("verify_token")
+    @classmethod
+    def _verify_token_ref(cls, value: str | None) -> str | None:
+        if value is not None and not (envrefs.is_ref(value) and envrefs.valid_ref(value)):
+            raise ValueError("verify_token is a secret: write a reference like 'env:NAME'")
+        return value
+
+    @model_validator(mode="after")
+    def _preset(self) -> SourceConfig:
+        if self.preset == "whatsapp_cloud":
+            if self.signature is None:
+                raise ValueError(
+                    "a whatsapp_cloud source needs signature: {scheme: meta, secrets: [...]} "
+                    "(the app secret)"
+                )
+            if self.verify_token is None:
+                raise ValueError("a whatsapp_cloud source needs verify_token (Meta's handshake)")
+        if self.amqp is not None and (self.signature or self.verify_token or self.preset):
+            raise ValueError("an amqp source takes no signature, verify_token or preset")
+        return self
 
     @field_validator("allowed_ips", mode="before")
     @classmethod
@@ -117,6 +167,18 @@ class SourceConfig(ConfigModel):
                     raise ValueError(f"not an IP network: {item!r}") from exc
             return out
         return value
+
+    @property
+    def effective_event_type(self) -> Extractor:
+        if self.amqp is not None and "event_type" not in self.model_fields_set:
+            return Extractor(jsonpath="$.eventType")
+        return self.event_type
+
+    @property
+    def effective_event_id(self) -> Extractor | None:
+        if self.amqp is not None and self.event_id is None:
+            return Extractor(jsonpath="$.eventId")
+        return self.event_id
 
     @property
     def effective_queue(self) -> QueueName:

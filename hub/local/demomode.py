@@ -168,7 +168,10 @@ def _var(ref: str) -> str:
 
 def _destination_unset(config: EndpointConfig, env: Mapping[str, str]) -> str | None:
     """The destination variable when it is an unset reference."""
-    value = getattr(config, DESTINATION[config.kind])
+    field = DESTINATION.get(config.kind)
+    if field is None:  # whatsapp_cloud, amqp, google_calendar: no stand-in in the sink
+        return None
+    value = getattr(config, field)
     if isinstance(value, str) and envrefs.is_ref(value) and not env.get(_var(value)):
         return _var(value)
     return None

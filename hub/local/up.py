@@ -1,7 +1,8 @@
 """`hub up`: the whole hub as one process tree, embedded by default.
 
 Order of things: data directory → embedded Redis (when HUB_REDIS_URL is unset) → migrate → apply
-./mappings → demo tenant and key → children (web, worker(s), sweeper) → wait. Ctrl-C (or SIGTERM)
+./mappings → demo tenant and key → children (web, worker(s), sweeper, and `hub consume --all` when
+an amqp source is configured and its broker URL set) → wait. Ctrl-C (or SIGTERM)
 stops the children in reverse order, each with SIGTERM and a grace period, then Redis.
 A child that dies on its own stops the tree, with its name and exit code on stderr.
 """
@@ -17,16 +18,17 @@ from collections.abc import Callable
 from types import FrameType
 
 import click
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
-from hub.core import schema
+from hub.core import envrefs, schema
 from hub.core.db import check_database, create_db_engine, describe_url, session_factory
 from hub.core.errors import SettingError
 from hub.core.metrics import MULTIPROC_ENV, multiprocess_dir, reset_multiprocess_dir
-from hub.core.models import KeyKind
+from hub.core.models import KeyKind, Tenant
 from hub.core.queues import check_redis, connect_redis, embedded_socket_path, redis_url
 from hub.core.settings import Settings
 from hub.ingress import apikeys
+from hub.ingress.sources import SOURCES_FILE, load_sources
 from hub.local import demomode
 from hub.local.embedded import EmbeddedRedis
 from hub.local.processes import HUB, Child, first_exited, stop_all, wait_http_ok
@@ -90,6 +92,23 @@ def _child_env(settings: Settings, redis: str) -> dict[str, str]:
     return env
 
 
+def amqp_sources(settings: Settings, engine: Engine) -> list[str]:
+    """The amqp sources `hub consume --all` can start: broker URL set and tenant known."""
+    if not (settings.mappings_dir / SOURCES_FILE).is_file():
+        return []
+    ready = []
+    with engine.connect() as conn:
+        slugs = set(conn.scalars(select(Tenant.slug)))
+    for name, config in sorted(load_sources(settings.mappings_dir).items()):
+        if config.amqp is None:
+            continue
+        if envrefs.resolve_optional(config.amqp.url) and config.amqp.tenant in slugs:
+            ready.append(name)
+        else:
+            _say(f"hub: not consuming {name}: its amqp url is unset or its tenant unknown")
+    return ready
+
+
 def run_up(settings: Settings, worker_count: int = 1) -> int:
     """Run the tree until Ctrl-C or SIGTERM; returns the exit code."""
     if not _port_free(settings.host, settings.port):
@@ -127,6 +146,7 @@ def run_up(settings: Settings, worker_count: int = 1) -> int:
             summary = step(settings, engine)
             notes.append(f"{label}: {summary}" if summary else label)
         key = demo_key(settings, engine)
+        consumed = amqp_sources(settings, engine)
         engine.dispose()
 
         env = _child_env(settings, redis_url(settings))
@@ -138,6 +158,9 @@ def run_up(settings: Settings, worker_count: int = 1) -> int:
         for n in range(worker_count):
             tree.append(Child(f"worker-{n + 1}", [*HUB, "worker"]))
         tree.append(Child("sweeper", [*HUB, "sweeper"]))
+        if consumed:  # amqp sources ready to read: one `hub consume --all` reads them all
+            tree.append(Child("consume", [*HUB, "consume", "--all"]))
+            notes.append(f"consuming RabbitMQ for source(s) {', '.join(consumed)}")
         for child in tree:
             children.append(child.start(env))
 

@@ -16,6 +16,7 @@ from hub.core.errors import TransformError
 from hub.core.models import EndpointKind
 from hub.core.queues import QueueName
 from hub.core.tenants import TenantSettings
+from hub.delivery.endpoints import check_timezone
 from hub.mapping.conditions import Condition, Problems, compile_condition
 from hub.mapping.expressions import as_text, compile_template, compile_value
 from hub.mapping.functions import tenant_settings
@@ -35,15 +36,31 @@ class CompiledRoute:
     path: Getter | None
     headers: tuple[tuple[str, Getter], ...]
     body: Getter
+    options: tuple[tuple[str, Getter | str], ...] = ()  # per kind: see route_options
+    amqp: bool = False  # add the event's type (default routing key) and time to the options
 
-    def request(self, payload: Any) -> dict[str, Any]:
-        """`{"method", "path", "headers", "body"}` as stored (encrypted) in the delivery."""
-        return {
+    def request(
+        self, payload: Any, event_type: str = "", occurred_at: str | None = None
+    ) -> dict[str, Any]:
+        """`{"method", "path", "headers", "body"[, "options"]}` as stored (encrypted) in the
+        delivery; `options` carries what amqp and google_calendar adapters need besides."""
+        out = {
             "method": self.method,
             "path": self.path(payload, payload) if self.path is not None else None,
             "headers": self._headers(payload),
             "body": self.body(payload, payload),
         }
+        options = {
+            name: value if isinstance(value, str) else value(payload, payload)
+            for name, value in self.options
+        }
+        if self.amqp:
+            options.setdefault("routing_key", event_type)
+            options["event_type"] = event_type
+            options["occurred_at"] = occurred_at
+        if options:
+            out["options"] = options
+        return out
 
     def _headers(self, payload: Any) -> dict[str, str]:
         """Header values as text; a null value leaves the header out."""
@@ -96,7 +113,7 @@ class Evaluation:
 
 
 def default_queue(kind: EndpointKind | None) -> str:
-    if kind in (EndpointKind.ZAPI, EndpointKind.EMAIL):
+    if kind in (EndpointKind.ZAPI, EndpointKind.EMAIL, EndpointKind.WHATSAPP_CLOUD):
         return QueueName.NOTIFICATIONS.value
     return QueueName.DEFAULT.value
 
@@ -142,6 +159,8 @@ def _compile_route(
         for name, value in route.headers.items()
     )
     return CompiledRoute(
+        options=route_options(route, kind, loc, problems),
+        amqp=kind == EndpointKind.AMQP,
         key=key,
         endpoint=route.to,
         queue=route.queue.value if route.queue is not None else default_queue(kind),
@@ -152,6 +171,54 @@ def _compile_route(
         headers=headers,
         body=compile_value(route.body, (*loc, "body"), problems),
     )
+
+
+def route_options(
+    route: RouteConfig,
+    kind: EndpointKind | None,
+    loc: tuple[str | int, ...],
+    problems: Problems,
+) -> tuple[tuple[str, Getter | str], ...]:
+    """The route's settings for its endpoint's kind; a setting the kind needs or does not take
+    is a problem at the route."""
+    given = {
+        name: getattr(route, name)
+        for name in ("routing_key", "operation", "appointment_key", "timezone")
+        if getattr(route, name) is not None
+    }
+    takes: tuple[str, ...] = ()
+    if kind == EndpointKind.AMQP:
+        takes = ("routing_key",)
+    elif kind == EndpointKind.GOOGLE_CALENDAR:
+        takes = ("operation", "appointment_key", "timezone")
+        for name in ("operation", "appointment_key"):
+            if name not in given:
+                problems.append(
+                    ((*loc, "to"), f"a route to a google_calendar endpoint needs '{name}'")
+                )
+    for name in given:
+        if kind is not None and name not in takes:
+            problems.append(((*loc, name), f"'{name}' is not a setting of {kind.value} routes"))
+    out: list[tuple[str, Getter | str]] = []
+    if "routing_key" in given:
+        out.append(
+            ("routing_key", compile_template(given["routing_key"], (*loc, "routing_key"), problems))
+        )
+    if "operation" in given:
+        out.append(("operation", given["operation"]))
+    if "appointment_key" in given:
+        out.append(
+            (
+                "appointment_key",
+                compile_value(given["appointment_key"], (*loc, "appointment_key"), problems),
+            )
+        )
+    if "timezone" in given:
+        try:
+            out.append(("timezone", check_timezone(given["timezone"])))
+        except ValueError as exc:
+            problems.append(((*loc, "timezone"), str(exc)))
+    return tuple(out)
 
 
 class RuleSet:
@@ -181,13 +248,16 @@ class RuleSet:
         *,
         explain: bool = False,
         tenant: TenantSettings | None = None,
+        occurred_at: str | None = None,
     ) -> Evaluation:
         """What this event would send. Transform failures are collected in `errors`. Date and
         money functions use `tenant`'s time zone and locale (default America/Sao_Paulo, pt-BR)."""
         with tenant_settings(tenant):
-            return self._evaluate(source, event_type, payload, explain)
+            return self._evaluate(source, event_type, payload, explain, occurred_at)
 
-    def _evaluate(self, source: str, event_type: str, payload: Any, explain: bool) -> Evaluation:
+    def _evaluate(
+        self, source: str, event_type: str, payload: Any, explain: bool, occurred_at: str | None
+    ) -> Evaluation:
         out = Evaluation()
         if explain:
             for rule in self.rules:
@@ -211,7 +281,7 @@ class RuleSet:
                         out.skipped.append(Skipped(rule.name, route.key, f"when: {why}"))
                     continue
                 try:
-                    request = route.request(payload)
+                    request = route.request(payload, event_type, occurred_at)
                 except TransformError as exc:
                     out.errors.append(f"rule {rule.name}: {exc.message}")
                     continue

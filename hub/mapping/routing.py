@@ -161,6 +161,7 @@ def _route_batch(
                 IntegrationEvent.event_type,
                 IntegrationEvent.payload,
                 IntegrationEvent.correlation_id,
+                IntegrationEvent.created_at,
                 Tenant.timezone,  # the tenant's settings, for date and money functions
                 Tenant.locale,
             )
@@ -202,6 +203,7 @@ def _route_batch(
                 event.event_type,
                 payload,
                 tenant=TenantSettings(event.timezone, event.locale),
+                occurred_at=event.created_at.isoformat(timespec="milliseconds") + "Z",
             )
             if evaluation.errors:
                 reason = "; ".join(evaluation.errors)

@@ -17,6 +17,13 @@ routes:
     delay: 2h                   # optional: deliver later (kept in the database)
     when: {path: $.optin, equals: true}                  # optional, for this route
     body: {name: $.name, phone: {fn: phone_br, args: [$.phone]}}
+  - to: broker                  # an amqp endpoint
+    routing_key: "clinic.{{ $.kind }}"                   # default: the event type
+  - to: agenda                  # a google_calendar endpoint
+    operation: upsert           # upsert | cancel
+    appointment_key: $.appointment.id                    # one calendar entry per key
+    timezone: America/Sao_Paulo # for start/end without an offset (default: the endpoint's)
+    body: {summary: $.title, start: $.starts_at, end: $.ends_at}
 examples:
   - name: a lead from the site
     source: site                # default: the rule's first source
@@ -32,7 +39,7 @@ the directory is compiled (config.py), so every problem is reported in one pass.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, field_validator
 
@@ -56,6 +63,12 @@ class RouteConfig(ConfigModel):
     delay: Duration | None = None
     when: dict[str, Any] | None = None
     body: Any = None
+    # amqp endpoints
+    routing_key: str | None = None
+    # google_calendar endpoints
+    operation: Literal["upsert", "cancel"] | None = None
+    appointment_key: Any = None
+    timezone: str | None = None
 
     @field_validator("method")
     @classmethod

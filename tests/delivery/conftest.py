@@ -36,6 +36,7 @@ from hub.core.models import (
 )
 from hub.core.queues import CONFIG_VERSION_KEY
 from hub.core.settings import Settings
+from hub.delivery.egress import EgressPolicy
 from hub.delivery.endpoints import EndpointConfig
 from workers import context
 from workers.context import WorkerContext
@@ -59,6 +60,10 @@ class Seen:
 
     def json(self) -> Any:
         return orjson.loads(self.body)
+
+
+# the stand-ins here listen on 127.0.0.1, closed to deliveries unless allowed
+LOOPBACK = EgressPolicy.from_setting(["127.0.0.0/8"])
 
 
 class TargetServer:

@@ -21,19 +21,17 @@ from cryptography.x509.oid import NameOID
 from standardwebhooks import Webhook
 
 from hub.delivery.adapters import (
-    Adapters,
     DeliveryRef,
     OutgoingRequest,
     Target,
     Verdict,
     classify_zapi,
 )
-from hub.delivery.egress import EgressPolicy
 from hub.delivery.endpoints import EndpointConfig
+from hub.delivery.kinds import Adapters
 from hub.local.processes import free_port
-from tests.delivery.conftest import Reply, TargetServer, ZapiStandIn
+from tests.delivery.conftest import LOOPBACK, Reply, TargetServer, ZapiStandIn
 
-LOOPBACK = EgressPolicy.from_setting(["127.0.0.0/8"])
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 ENV = {
     "CLINIC_1_CRM_URL": "",

@@ -17,9 +17,10 @@ from aiosmtpd.controller import Controller
 
 from hub.core.errors import EgressRefused, SettingError
 from hub.core.settings import Settings
-from hub.delivery.adapters import Adapters, DeliveryRef, OutgoingRequest, Target, Verdict
+from hub.delivery.adapters import DeliveryRef, OutgoingRequest, Target, Verdict
 from hub.delivery.egress import EgressPolicy, forbidden_reason
 from hub.delivery.endpoints import EndpointConfig
+from hub.delivery.kinds import Adapters
 from hub.local.processes import free_port
 from tests.delivery.conftest import TargetServer
 

@@ -39,10 +39,16 @@ def count(engine: Engine, model: type[object]) -> int:
 def test_first_apply_writes_every_rule_and_endpoint(engine: Engine, redis: Redis) -> None:
     result = apply_mappings(engine, redis, load_mappings(SHIPPED))
     assert result.changed and result.version >= 1
-    assert sorted(result.rules.added) == ["client-registered", "lead-created", "service-completed"]
+    assert sorted(result.rules.added) == [
+        "appointment",
+        "client-registered",
+        "lead-created",
+        "service-completed",
+    ]
     assert active(engine, EventMapping) == dict.fromkeys(result.rules.added, 1)
     assert set(active(engine, WebhookEndpoint)) == {
-        "crm", "email", "financeiro", "marketing", "whatsapp",
+        "agenda", "broker", "crm", "email", "financeiro", "marketing", "whatsapp",
+        "whatsapp_cloud",
     }  # fmt: skip
     assert redis.get(CONFIG_VERSION_KEY) == str(result.version).encode()
     with Session(engine) as session:
@@ -62,7 +68,7 @@ def test_applying_the_same_files_twice_changes_nothing(engine: Engine, redis: Re
     second = apply_mappings(engine, redis, load_mappings(SHIPPED))
     assert not second.changed
     assert second.version == first.version
-    assert len(second.rules.unchanged) == 3
+    assert len(second.rules.unchanged) == 4
     after = (
         count(engine, EventMapping),
         count(engine, WebhookEndpoint),
@@ -83,7 +89,11 @@ def test_a_changed_rule_gets_a_new_version_and_the_old_one_is_deactivated(
     assert second.rules.updated == ["lead-created"]
     assert second.rules.removed == ["client-registered"]
     assert second.endpoints.changed is False
-    assert active(engine, EventMapping) == {"lead-created": 2, "service-completed": 1}
+    assert active(engine, EventMapping) == {
+        "appointment": 1,
+        "lead-created": 2,
+        "service-completed": 1,
+    }
     assert redis.get(CONFIG_VERSION_KEY) == str(second.version).encode()
     # the removed rule comes back as a new version, not a resurrected old row
     shutil.copy(SHIPPED / "rules" / "client_registered.yaml", mappings / "rules")
@@ -95,4 +105,4 @@ def test_a_changed_rule_gets_a_new_version_and_the_old_one_is_deactivated(
 def test_apply_without_redis_still_writes_the_database(engine: Engine) -> None:
     result = apply_mappings(engine, None, load_mappings(SHIPPED))
     assert result.changed
-    assert count(engine, EventMapping) == 3
+    assert count(engine, EventMapping) == 4

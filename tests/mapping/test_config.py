@@ -28,7 +28,12 @@ def problems(directory: Path) -> list[str]:
 
 def test_the_shipped_mappings_load() -> None:
     config = load_mappings(SHIPPED)
-    assert sorted(config.rules) == ["client-registered", "lead-created", "service-completed"]
+    assert sorted(config.rules) == [
+        "appointment",
+        "client-registered",
+        "lead-created",
+        "service-completed",
+    ]
     assert {"crm", "whatsapp", "email", "financeiro", "marketing"} <= set(config.endpoints)
     assert {"site", "zapi", "crm", "operacao"} <= set(config.sources)
     assert [r.name for r in config.ruleset.rules] == sorted(config.rules)

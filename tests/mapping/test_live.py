@@ -32,9 +32,18 @@ def test_a_new_version_is_loaded_when_the_key_changes(
     applied = live.get(engine, redis)
     assert applied.version == first.version
     assert sorted(applied.ruleset.by_name) == [
-        "client-registered", "lead-created", "service-completed",
+        "appointment", "client-registered", "lead-created", "service-completed",
     ]  # fmt: skip
-    assert set(applied.endpoint_ids) == {"crm", "email", "financeiro", "marketing", "whatsapp"}
+    assert set(applied.endpoint_ids) == {
+        "agenda",
+        "broker",
+        "crm",
+        "email",
+        "financeiro",
+        "marketing",
+        "whatsapp",
+        "whatsapp_cloud",
+    }
     assert live.get(engine, redis) is applied  # same version: the same compiled rules
 
     (target / "rules" / "client_registered.yaml").unlink()
