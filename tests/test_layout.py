@@ -127,3 +127,13 @@ def test_the_checks_catch_an_upward_import(tmp_path: Path) -> None:
     module = tmp_path / "m.py"
     module.write_text("def f():\n    from hub.ops import replay\n    import workers.jobs\n")
     assert imports_of(module) == {"hub.ops", "hub.ops.replay", "workers.jobs"}
+
+
+def test_test_modules_have_unique_names() -> None:
+    """pytest imports test modules by file name (no packages under tests/): two files of the same
+    name in different folders break collection of the whole suite."""
+    seen: dict[str, list[str]] = {}
+    for path in (ROOT / "tests").rglob("test_*.py"):
+        seen.setdefault(path.name, []).append(str(path.relative_to(ROOT)))
+    clashes = {name: paths for name, paths in seen.items() if len(paths) > 1}
+    assert clashes == {}, f"rename one of each: {clashes}"

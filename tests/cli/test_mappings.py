@@ -68,13 +68,13 @@ def test_apply_is_all_or_nothing_and_idempotent(
 
     code, out, err = run(["mappings", "apply", str(SHIPPED)], env)
     assert code == 0, err
-    applied = re.match(r"applied: version (\d+); rules: 3 added, 0 updated, 0 removed", out)
+    applied = re.match(r"applied: version (\d+); rules: 4 added, 0 updated, 0 removed", out)
     assert applied is not None, out
     version = applied.group(1)
     code, out, _ = run(["mappings", "apply", str(SHIPPED)], env)
     assert code == 0
     assert out.startswith(
-        f"no change: version {version}; rules: 0 added, 0 updated, 0 removed, 3 unchanged"
+        f"no change: version {version}; rules: 0 added, 0 updated, 0 removed, 4 unchanged"
     )
     assert redis.get(CONFIG_VERSION_KEY) == version.encode()
 

@@ -132,8 +132,8 @@ def test_a_wrong_token_or_mode_is_a_403_in_the_json_error_body(
 def test_a_source_without_a_verify_token_refuses_the_handshake(
     client: TestClient, key: str
 ) -> None:
-    query = {"api_key": key, "hub.mode": "subscribe", "hub.verify_token": VERIFY}
-    response = client.get("/webhooks/plain", params=query | {"hub.challenge": "7"})
+    query = {"hub.mode": "subscribe", "hub.verify_token": VERIFY, "hub.challenge": "7"}
+    response = client.get("/webhooks/plain", params=query, headers={"X-API-Key": key})
     assert response.status_code == 403
     assert "no verify token" in response.json()["error"]["message"]
 
