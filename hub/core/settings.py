@@ -69,6 +69,13 @@ class Settings(BaseSettings):
         default=60.0, ge=0, description="seconds between the sweeper's alert checks"
     )
 
+    console_session_ttl: float = Field(
+        default=8 * 3600.0, gt=0, description="seconds a console sign-in lasts"
+    )
+    console_show_payloads: bool = Field(
+        default=True, description="the console's event page shows the decrypted payload"
+    )
+
     @field_validator("database_url", "redis_url", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:

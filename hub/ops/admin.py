@@ -8,7 +8,7 @@ attempts. Replays only enqueue jobs; the answer says what will happen to each it
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from hub.core import dead_letters
+from hub.core import dead_letters, ids
 from hub.core.dead_letters import DeadLetterFilter
 from hub.core.errors import BadRequest, NotFound
 from hub.core.models import (
@@ -75,6 +75,10 @@ def _offset(value: str | None) -> int:
 
 def _time(value: str | None) -> datetime | None:
     return None if not value else replay.parse_time(value)
+
+
+def _floor(when: datetime) -> str:
+    return ids.floor_id(ids.EVENT, int(when.replace(tzinfo=UTC).timestamp() * 1000))
 
 
 def _tenant_scope(session: Session, principal: Principal, slug: str | None) -> int | None:
@@ -196,10 +200,18 @@ def list_events(engine: Engine, principal: Principal, params: dict[str, str]) ->
             query = query.where(IntegrationEvent.tenant_id == tenant_id)
         if status is not None:
             query = query.where(IntegrationEvent.status == status)
-        if params.get("source"):
-            query = query.where(IntegrationEvent.source == params["source"])
-        if since is not None:
-            query = query.where(IntegrationEvent.created_at >= since)
+        for name, column in (
+            ("source", IntegrationEvent.source),
+            ("event_type", IntegrationEvent.event_type),
+            ("external_id", IntegrationEvent.external_id),
+            ("correlation_id", IntegrationEvent.correlation_id),
+        ):
+            if params.get(name):
+                query = query.where(column == params[name])
+        if since is not None:  # ids sort by creation time: the primary key bounds the scan
+            query = query.where(
+                IntegrationEvent.created_at >= since, IntegrationEvent.id >= _floor(since)
+            )
         if until is not None:
             query = query.where(IntegrationEvent.created_at < until)
         if params.get("before"):  # keyset paging: ids are time-ordered
