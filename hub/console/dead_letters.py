@@ -142,9 +142,8 @@ async def act(request: Request, principal: Principal) -> Response:
     out = await run_in_threadpool(_act, request, principal, request.state.form)
     if "summary" not in out:
         return templates.render(request, "confirm.html", **out)
-    return templates.render(
-        request, "progress.html", jobs=_progress(request, out.get("jobs", [])), **out
-    )
+    jobs = _progress(request, out.get("jobs", []))
+    return templates.render(request, "progress.html", **(out | {"jobs": jobs}))
 
 
 def _progress(request: Request, job_ids: list[str]) -> dict[str, Any]:

@@ -86,3 +86,10 @@ def test_a_tenant_admin_sees_its_tenant_only(client: TestClient, keys: Keys, wor
     sign_in(client, keys.admin)  # clinic-1's own admin
     assert client.get(f"/console/events/{event_id}").status_code == 200
     assert event_id in client.get("/console/events").text
+
+
+def test_the_console_and_rq_link_to_each_other(client: TestClient, keys: Keys) -> None:
+    sign_in(client, keys.operator)
+    assert 'href="/rq/"' in client.get("/console/events").text
+    rq = client.get("/rq/", headers={"X-API-Key": keys.operator})
+    assert rq.status_code == 200 and 'href="/console"' in rq.text
