@@ -8,7 +8,8 @@ The packages follow an event's journey; each may import only the packages listed
     delivery/   endpoints, adapters, retry policy, breaker, throttle, the deliver job, leases
     mapping/    rules, engine, apply, process_events (events -> deliveries), simulate
     sync/       syncs.yaml: scheduled pulls of a source's API, stored as events like webhooks
-    ops/        status, alerts, replay, purge, admin API, dashboard, health
+    ops/        status, alerts, replay, purge, admin API, tenants, OpenAPI, dashboard, health
+    console/    /console: the operator's web pages (events, dead letters, endpoints, overview)
     app.py      the Starlette app assembled from the packages' routes
     local/      one machine: `hub up`, embedded Redis, child processes, demo mode, sink, `hub demo`
     cli/ bench/ the `hub` command and `hub bench`, on top of everything

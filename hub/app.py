@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
+from hub.console.routes import CONSOLE
 from hub.core import logs
 from hub.core.db import create_db_engine
 from hub.core.errors import HubError
@@ -76,6 +77,7 @@ def create_app(settings: Settings) -> Starlette:
         *tenant_routes.ROUTES,
         *status.ROUTES,
         *openapi.ROUTES,
+        CONSOLE,
         Mount("/rq", app=create_dashboard(settings)),
     ]
     return Starlette(

@@ -9,6 +9,7 @@ room for key rotation.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 import secrets
 from pathlib import Path
@@ -53,6 +54,16 @@ class Cipher:
             raise DecryptionError(
                 "payload does not decrypt: HUB_SECRET_KEY differs from the one that stored it"
             ) from exc
+
+
+def derived_key(settings: Settings, label: str) -> bytes:
+    """A key for another purpose (`label`, e.g. signing the console's cookies), derived from the
+    same secret as the cipher's, so rotating HUB_SECRET_KEY rotates it too."""
+    if settings.secret_key is not None:
+        secret = settings.secret_key.get_secret_value()
+    else:
+        secret = _generated_secret(settings.data_dir / "secret.key")
+    return hmac.new(secret.encode(), label.encode(), hashlib.sha256).digest()
 
 
 def _generated_secret(path: Path) -> str:

@@ -81,6 +81,7 @@ class DeliveryStatus(enum.StrEnum):
     DELIVERED = "delivered"
     RETRYING = "retrying"
     DEAD = "dead"
+    PAUSED = "paused"  # its endpoint is paused: waits, untried, until `hub.delivery.pauses.resume`
 
 
 class DeadLetterStatus(enum.StrEnum):
@@ -203,6 +204,9 @@ class IntegrationEvent(Base):
         ),
         Index("ix_events_status_created", "status", "created_at"),
         Index("ix_events_status_lease", "status", "lease_expires_at"),  # the sweeper's expiry
+        Index("ix_events_external_id", "external_id"),  # console search, any tenant or source
+        Index("ix_events_correlation_id", "correlation_id"),
+        Index("ix_events_tenant_id_id", "tenant_id", "id"),  # a tenant's events, newest first
     )
 
     id: Mapped[str] = mapped_column(PublicId, primary_key=True)
@@ -283,6 +287,7 @@ class WebhookDelivery(Base):
         Index("ix_deliveries_endpoint_status", "endpoint_id", "status"),
         Index("ix_deliveries_status_next", "status", "next_attempt_at"),
         Index("ix_deliveries_created_at", "created_at"),  # /status: last hour and day
+        Index("ix_deliveries_endpoint_name_status", "endpoint", "status"),  # pause and resume
     )
 
     id: Mapped[str] = mapped_column(PublicId, primary_key=True)
@@ -305,6 +310,16 @@ class WebhookDelivery(Base):
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, onupdate=utcnow)
     delivered_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class EndpointPause(Base):
+    """An endpoint an operator paused: its deliveries wait as `paused` until it is resumed."""
+
+    __tablename__ = "endpoint_pauses"
+
+    endpoint: Mapped[str] = mapped_column(String(128), primary_key=True)  # endpoint name
+    paused_by: Mapped[str | None] = mapped_column(String(255))  # the key's name
+    paused_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
 
 
 class DeliveryAttempt(Base):

@@ -95,6 +95,13 @@ class Settings(BaseSettings):
         default=3600, gt=0, description="RQ timeout of one sync run, seconds"
     )
 
+    console_session_ttl: float = Field(
+        default=8 * 3600.0, gt=0, description="seconds a console sign-in lasts"
+    )
+    console_show_payloads: bool = Field(
+        default=True, description="the console's event page shows the decrypted payload"
+    )
+
     @field_validator("egress_allow", mode="before")
     @classmethod
     def _comma_list(cls, value: object) -> object:

@@ -10,6 +10,7 @@ retry.py        retry policy as data and the pure next_delay
 breaker.py      the circuit breaker: a few Redis keys per endpoint
 throttle.py     the outgoing rate limit per endpoint
 jobs.py         the deliver job: leases, concurrent sends, attempts, retries, dead letters
+pauses.py       pausing an endpoint: its deliveries wait untried, released on resume
 sweeps.py       due retries, expired leases and pending deliveries back on their queues
 
 May import: hub.core.

@@ -43,6 +43,7 @@ from hub.core.models import (
     utcnow,
 )
 from hub.core.settings import Settings
+from hub.delivery import pauses
 from hub.delivery.adapters import DeliveryRef, Outcome, OutgoingRequest, Target, Verdict
 from hub.delivery.breaker import CircuitBreaker, CircuitState, Gate
 from hub.delivery.egress import EgressPolicy
@@ -167,6 +168,10 @@ def _deliver_chunk(ctx: JobContext, rt: DeliveryRuntime, ids: list[str]) -> Coun
             )
         ).all()
     counts["skipped"] = len(ids) - len(heads)
+    if heads:  # deliveries to a paused endpoint wait, untried (hub.delivery.pauses)
+        heads, parked = pauses.hold_back(ctx.engine, heads, _takeable(now))
+        if parked:
+            counts["paused"] = parked
     if not heads:
         return counts
     timeouts = [c.timeout for _, name in heads if (c := rt.registry.endpoint(name)) is not None]

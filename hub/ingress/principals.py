@@ -29,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from hub.core.errors import Forbidden, Unauthorized
-from hub.core.models import KeyKind, Tenant
+from hub.core.models import ApiKey, KeyKind, Tenant, utcnow
 from hub.ingress import apikeys
 
 UNAUTHORIZED_MESSAGE = "a valid operator or admin API key is required"
@@ -87,6 +87,24 @@ def lookup(engine: Engine, secret: str) -> Principal | None:
         slug = None
         if row.tenant_id is not None:
             tenant = session.scalar(select(Tenant).where(Tenant.id == row.tenant_id))
+            if tenant is None or not tenant.active:
+                return None
+            slug = tenant.slug
+        return Principal(key_id=row.id, kind=row.kind, tenant_id=row.tenant_id, tenant_slug=slug)
+
+
+def lookup_id(engine: Engine, key_id: int) -> Principal | None:
+    """The privileged principal of key `key_id` while it stays valid (for a signed-in session)."""
+    with Session(engine) as session:
+        row = session.get(ApiKey, key_id)
+        now = utcnow()
+        if row is None or row.revoked_at is not None or row.kind is KeyKind.INGEST:
+            return None
+        if row.expires_at is not None and row.expires_at <= now:
+            return None
+        slug = None
+        if row.tenant_id is not None:
+            tenant = session.get(Tenant, row.tenant_id)
             if tenant is None or not tenant.active:
                 return None
             slug = tenant.slug

@@ -8,7 +8,7 @@ attempts. Replays only enqueue jobs; the answer says what will happen to each it
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from hub.core import dead_letters
+from hub.core import dead_letters, ids
 from hub.core.dead_letters import DeadLetterFilter
 from hub.core.errors import BadRequest, NotFound
 from hub.core.models import (
@@ -52,6 +52,10 @@ def _iso(value: datetime | None) -> str | None:
 
 def _time(value: str | None) -> datetime | None:
     return None if not value else replay.parse_time(value)
+
+
+def _floor(when: datetime) -> str:
+    return ids.floor_id(ids.EVENT, int(when.replace(tzinfo=UTC).timestamp() * 1000))
 
 
 def _tenant_scope(session: Session, principal: Principal, slug: str | None) -> int | None:
@@ -161,10 +165,18 @@ def list_events(engine: Engine, principal: Principal, q: EventsQuery) -> dict[st
             query = query.where(IntegrationEvent.tenant_id == tenant_id)
         if q.status is not None:
             query = query.where(IntegrationEvent.status == q.status)
-        if q.source:
-            query = query.where(IntegrationEvent.source == q.source)
-        if since is not None:
-            query = query.where(IntegrationEvent.created_at >= since)
+        for value, column in (
+            (q.source, IntegrationEvent.source),
+            (q.event_type, IntegrationEvent.event_type),
+            (q.external_id, IntegrationEvent.external_id),
+            (q.correlation_id, IntegrationEvent.correlation_id),
+        ):
+            if value:
+                query = query.where(column == value)
+        if since is not None:  # ids sort by creation time: the primary key bounds the scan
+            query = query.where(
+                IntegrationEvent.created_at >= since, IntegrationEvent.id >= _floor(since)
+            )
         if until is not None:
             query = query.where(IntegrationEvent.created_at < until)
         if q.before:  # keyset paging: ids are time-ordered

@@ -13,6 +13,7 @@ database state of each id first, so a requeued replay or delivery ends in a corr
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from a2wsgi import WSGIMiddleware
@@ -28,6 +29,10 @@ from hub.ingress.principals import authenticate
 
 REALM = 'Basic realm="hub operator key", charset="UTF-8"'
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+CONSOLE_LINK = (
+    '<div style="padding:6px 16px;background:#111827"><a href="/console" '
+    'style="color:#fff">← hub console</a></div>'
+)
 
 
 def create_flask_app(settings: Settings) -> object:
@@ -47,6 +52,15 @@ def create_flask_app(settings: Settings) -> object:
     app.config["RQ_DASHBOARD_POLL_INTERVAL"] = 5000
     app.register_blueprint(rq_dashboard.blueprint)
     setup_rq_connection(app)
+
+    @app.after_request
+    def link_to_console(response: Any) -> Any:
+        """A link back to the hub console on every page (the console links here too)."""
+        if response.mimetype == "text/html" and not response.direct_passthrough:
+            page = response.get_data(as_text=True)
+            response.set_data(page.replace("<body>", "<body>" + CONSOLE_LINK, 1))
+        return response
+
     return app
 
 

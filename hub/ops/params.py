@@ -36,6 +36,9 @@ class EventsQuery(Params):
 
     status: EventStatus | None = None
     source: Name | None = None
+    event_type: Name | None = None
+    external_id: Name | None = None
+    correlation_id: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     tenant: Slug | None = None
     since: Time | None = None
     until: Time | None = None
