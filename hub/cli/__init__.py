@@ -29,9 +29,10 @@ from hub.cli import (  # noqa: E402
     mappings,
     replay,
     run,
+    secrets,
     sink,
     status,
 )
 
-for _module in (run, keys, mappings, replay, status, bench, demo, sink):
+for _module in (run, keys, secrets, mappings, replay, status, bench, demo, sink):
     _module.register(cli)

@@ -11,7 +11,9 @@
     │   └── RedisUnavailable         Redis cannot be reached
     ├── NotFound                     404: an id or a name that does not exist
     │   ├── DeadLetterNotFound       no dead letter has this id
-    │   └── UnknownSource            no such source in mappings/sources.yaml
+    │   ├── UnknownSource            no such source in mappings/sources.yaml
+    │   ├── UnknownTenant            no tenant has this slug
+    │   └── UnknownSecret            the tenant has no secret of this name
     ├── TransformError               a payload does not fit a rule (fails that event alone)
     └── RequestError                 4xx answers of the HTTP API (docs/architecture.md, HTTP API)
         ├── Unauthorized             401: missing or bad key, bad signature
@@ -121,6 +123,18 @@ class UnknownSource(NotFound):
     """No such source in mappings/sources.yaml."""
 
     code = "unknown_source"
+
+
+class UnknownTenant(NotFound):
+    """No tenant has this slug."""
+
+    code = "unknown_tenant"
+
+
+class UnknownSecret(NotFound):
+    """The tenant has no secret of this name."""
+
+    code = "unknown_secret"
 
 
 class TransformError(HubError):

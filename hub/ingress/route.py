@@ -50,6 +50,7 @@ from hub.core.errors import (
 )
 from hub.core.queues import redis_url
 from hub.core.responses import error_response
+from hub.core.secrets import SecretCache
 from hub.core.settings import Settings
 from hub.ingress.apikeys import USAGE_FLUSH_INTERVAL, KeyCache, KeyRecord, UsageTracker
 from hub.ingress.events import NewEvent, Stored
@@ -200,6 +201,7 @@ class Ingress:
     writer: EventWriter
     cipher: Cipher
     trusted_proxies: tuple[Network, ...]
+    secrets: SecretCache
     sources_stamp: float | None = None
 
     def reload_sources(self) -> bool:
@@ -253,7 +255,10 @@ class Ingress:
     def verify(self, source: Source, key: KeyRecord, headers: Headers, body: bytes) -> None:
         if source.scheme is None:
             return
-        resolved = [envrefs.resolve_optional(ref, key.tenant_slug) for ref in source.secret_refs]
+        resolved = [
+            envrefs.resolve_optional(ref, key.tenant_slug, secrets=self.secrets)
+            for ref in source.secret_refs
+        ]
         in_force = [s for s in resolved if s]
         if not in_force:
             names = [envrefs.variable_name(r, key.tenant_slug) for r in source.secret_refs]
@@ -485,6 +490,9 @@ async def serving(state: Any) -> AsyncIterator[Ingress]:
     trusted = parse_networks(settings.trusted_proxies)
     limiter = RateLimiter.for_engine(state.engine, redis_url(settings), settings.default_rate_limit)
     writer = await EventWriter(state.engine, state.redis).start()
+    cipher = Cipher.from_settings(settings)
+    secrets = SecretCache(state.engine, cipher, state.redis)
+    await asyncio.to_thread(secrets.refresh)
     ingress = Ingress(
         settings=settings,
         sources=sources,
@@ -492,8 +500,9 @@ async def serving(state: Any) -> AsyncIterator[Ingress]:
         usage=UsageTracker(),
         limiter=limiter,
         writer=writer,
-        cipher=Cipher.from_settings(settings),
+        cipher=cipher,
         trusted_proxies=trusted,
+        secrets=secrets,
         sources_stamp=stamp,
     )
     state.ingress = ingress
@@ -509,11 +518,13 @@ async def serving(state: Any) -> AsyncIterator[Ingress]:
 
 
 async def _housekeeping(ingress: Ingress, engine: Any) -> None:
-    """Reload sources.yaml when it changes; write keys' last use once a minute."""
+    """Reload sources.yaml and tenant secrets when they change; write keys' last use once a
+    minute."""
     last_flush = time.monotonic()
     while True:
         await asyncio.sleep(SOURCES_CHECK_INTERVAL)
         ingress.reload_sources()
+        await asyncio.to_thread(ingress.secrets.refresh)
         if time.monotonic() - last_flush >= USAGE_FLUSH_INTERVAL:
             last_flush = time.monotonic()
             await asyncio.to_thread(ingress.usage.flush, engine)

@@ -81,7 +81,8 @@ class SignatureConfig(ConfigModel):
         for secret in secrets:
             if not envrefs.is_ref(secret) or not envrefs.valid_ref(secret):
                 raise ValueError(
-                    "secrets are references like 'env:NAME' or 'env:{TENANT}_NAME', never values"
+                    "secrets are references like 'secret:NAME', 'env:NAME' or "
+                    "'env:{TENANT}_NAME', never values"
                 )
         return secrets
 
