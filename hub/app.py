@@ -18,6 +18,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from hub.core import logs
+from hub.core.crypto import Cipher
 from hub.core.db import create_db_engine
 from hub.core.errors import HubError
 from hub.core.queues import connect_redis
@@ -57,6 +58,7 @@ def create_app(settings: Settings) -> Starlette:
         app.state.settings = settings
         app.state.engine = engine
         app.state.redis = redis
+        app.state.cipher = Cipher.from_settings(settings)
         app.state.health_redis = health_redis
         app.state.health_engine = health_engine
         try:

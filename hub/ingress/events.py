@@ -50,8 +50,9 @@ class NewEvent:
     event_type: str
     queue: str
     payload: bytes
-    headers: dict[str, str]
+    sealed_headers: bytes | None  # the storable headers as JSON, encrypted
     correlation_id: str | None = None
+    persons: tuple[tuple[str, str], ...] = ()  # (kind, keyed hash): hub.ingress.persons
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ def store_events(engine: Engine, events: Sequence[NewEvent]) -> list[Stored]:
             "queue": e.queue,
             "status": EventStatus.RECEIVED,
             "payload": e.payload,
-            "headers": e.headers,
+            "sealed_headers": e.sealed_headers,
             "correlation_id": e.correlation_id,
             "created_at": now,
             "updated_at": now,

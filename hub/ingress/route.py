@@ -305,7 +305,7 @@ class Ingress:
             event_type=event_type,
             queue=source.queue,
             payload=self.cipher.encrypt(body),
-            headers=storable_headers(headers),
+            sealed_headers=self.cipher.encrypt(orjson.dumps(storable_headers(headers))),
             correlation_id=correlation_id,
         )
         return await self.writer.store(event)
