@@ -27,7 +27,7 @@ from hub.core.settings import Settings
 from hub.ingress import route as ingress
 from hub.ingress.route import FastIngress
 from hub.mapping import simulate
-from hub.ops import admin, status
+from hub.ops import admin, auditlog, erasure, status
 from hub.ops.dashboard import create_dashboard
 from hub.ops.health import create_probe_engine, health
 
@@ -75,6 +75,8 @@ def create_app(settings: Settings) -> Starlette:
         *ingress.ROUTES,
         *simulate.ROUTES,
         *admin.ROUTES,
+        *erasure.ROUTES,
+        *auditlog.ROUTES,
         *status.ROUTES,
         Mount("/rq", app=create_dashboard(settings)),
     ]

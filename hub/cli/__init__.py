@@ -24,6 +24,7 @@ def main() -> None:
 
 from hub.cli import (  # noqa: E402
     bench,
+    compliance,
     demo,
     keys,
     mappings,
@@ -34,5 +35,5 @@ from hub.cli import (  # noqa: E402
     status,
 )
 
-for _module in (run, keys, secrets, mappings, replay, status, bench, demo, sink):
+for _module in (run, keys, secrets, compliance, mappings, replay, status, bench, demo, sink):
     _module.register(cli)

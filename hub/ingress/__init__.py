@@ -4,6 +4,7 @@ route.py        the webhook handler: authenticate -> limit -> verify -> store ->
 principals.py   the one API-key extractor and who a key names (ingest, admin, operator)
 apikeys.py      keys: created, hashed, looked up (cached for ingest), revoked
 sources.py      sources.yaml: who may send and how their events are recognised
+persons.py      declared personal identifiers, normalised and hashed for erasure by person
 signatures.py   incoming schemes: Standard Webhooks, HMAC-SHA256, Stripe, token
 ratelimit.py    per tenant and source limits shared in Redis
 events.py       the event store: exactly-once INSERT, batched enqueue of process_events

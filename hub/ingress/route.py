@@ -32,7 +32,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from hub.core import envrefs, metrics
-from hub.core.crypto import Cipher
+from hub.core.crypto import Cipher, PersonHasher, person_hasher
 from hub.core.errors import (
     AddressNotAllowed,
     BadRequest,
@@ -54,6 +54,7 @@ from hub.core.secrets import SecretCache
 from hub.core.settings import Settings
 from hub.ingress.apikeys import USAGE_FLUSH_INTERVAL, KeyCache, KeyRecord, UsageTracker
 from hub.ingress.events import NewEvent, Stored
+from hub.ingress.persons import PersonPaths
 from hub.ingress.principals import presented_key
 from hub.ingress.ratelimit import RateLimiter
 from hub.ingress.signatures import SignatureScheme, scheme_for
@@ -125,6 +126,7 @@ class Source:
     event_id: ValueGetter | None
     event_id_desc: str
     event_id_optional: bool  # from a header: absent means the SHA-256 of the body
+    persons: PersonPaths  # declared personal identifiers (empty: none hashed)
 
     @classmethod
     def compile(cls, name: str, config: SourceConfig, settings: Settings) -> Source:
@@ -150,6 +152,7 @@ class Source:
             event_id=compile_extractor(config.event_id) if config.event_id else None,
             event_id_desc=_describe(config.event_id) if config.event_id else "",
             event_id_optional=config.event_id is not None and config.event_id.header is not None,
+            persons=PersonPaths(config.personal),
         )
 
 
@@ -202,6 +205,7 @@ class Ingress:
     cipher: Cipher
     trusted_proxies: tuple[Network, ...]
     secrets: SecretCache
+    hasher: PersonHasher
     sources_stamp: float | None = None
 
     def reload_sources(self) -> bool:
@@ -295,6 +299,7 @@ class Ingress:
         body: bytes,
         headers: Headers,
         correlation_id: str,
+        payload: Any = None,
     ) -> Stored:
         assert key.tenant_id is not None
         external_id, event_type = ids
@@ -307,6 +312,7 @@ class Ingress:
             payload=self.cipher.encrypt(body),
             sealed_headers=self.cipher.encrypt(orjson.dumps(storable_headers(headers))),
             correlation_id=correlation_id,
+            persons=source.persons.digests(payload, self.hasher) if source.persons else (),
         )
         return await self.writer.store(event)
 
@@ -422,7 +428,7 @@ async def receive_webhook(request: Request) -> Response:
         ingress.verify(source, key, headers, body)
         payload = parse_json(body)
         ids = ingress.identify(source, headers, body, payload)
-        stored = await ingress.store(key, source, ids, body, headers, correlation_id)
+        stored = await ingress.store(key, source, ids, body, headers, correlation_id, payload)
     except HubError as exc:
         name = request.path_params["source"]
         label = name if name in ingress.sources else metrics.UNKNOWN_SOURCE
@@ -503,6 +509,7 @@ async def serving(state: Any) -> AsyncIterator[Ingress]:
         cipher=cipher,
         trusted_proxies=trusted,
         secrets=secrets,
+        hasher=person_hasher(settings),
         sources_stamp=stamp,
     )
     state.ingress = ingress

@@ -8,6 +8,7 @@ sources:
     event_id: {header: Idempotency-Key}      # absent: SHA-256 of the raw body
     signature: {scheme: hmac-sha256, header: X-Signature, secrets: ["env:SITE_SECRET"]}
     allowed_ips: [10.0.0.0/8]
+    personal: {cpf: [$.patient.cpf], phone: [$.patient.phone]}   # see hub.ingress.persons
     max_body: 512KiB
     rate_limit: 600/min
 ```
@@ -103,6 +104,17 @@ class SourceConfig(ConfigModel):
     allowed_ips: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = Field(default_factory=list)
     max_body: Size | None = None
     rate_limit: Rate | None = None
+    personal: dict[str, list[str]] = Field(default_factory=dict)  # hub.ingress.persons
+
+    @field_validator("personal")
+    @classmethod
+    def _personal(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for kind, paths in value.items():
+            if kind not in ("cpf", "phone", "email"):
+                raise ValueError(f"personal identifiers are cpf, phone and email, not {kind!r}")
+            for path in paths:
+                Extractor(jsonpath=path)  # the same JSONPath checks as event_type / event_id
+        return value
 
     @field_validator("allowed_ips", mode="before")
     @classmethod

@@ -6,6 +6,9 @@ health.py       /health, bounded in time
 replay.py       dead letters and events sent again (the CLI, the admin API and RQ jobs share it)
 purge.py        payloads and rows older than a cut-off removed in batches
 admin.py        the /admin/* JSON API
+rotation.py     `hub rotate-keys`: every blob re-encrypted under the newest key, resumable
+erasure.py      erasure by person and export (LGPD art. 18), `POST /admin/erasures`
+auditlog.py     `GET /admin/audit`
 dashboard.py    rq-dashboard mounted at /rq behind the operator key
 
 May import: hub.core, hub.ingress, hub.delivery, hub.mapping.
