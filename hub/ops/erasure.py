@@ -191,7 +191,7 @@ def export_person(
     with Session(engine) as session:
         tenant_id = _tenant_id(session, tenant_slug)
         event_ids = _event_ids(session, hasher, wanted, tenant_id)
-        slugs = dict(session.execute(select(Tenant.id, Tenant.slug)).tuples().all())
+        slugs = {t_id: slug for t_id, slug in session.execute(select(Tenant.id, Tenant.slug))}
         out: dict[str, Any] = {"events": [], "deliveries": [], "dead_letters": []}
         for chunk in _chunks(event_ids):
             for e in session.scalars(
