@@ -12,6 +12,7 @@ key changes (a worker looks once per batch of deliveries, a web process every 2 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -162,6 +163,21 @@ class SecretCache:
         self._values: dict[tuple[str, str], str] = {}
         self._version: object = None
         self._loaded_at = 0.0
+        self._stop = threading.Event()
+
+    def watch(self, interval: float) -> None:
+        """Refresh every `interval` seconds in a daemon thread (web processes), until `stop`."""
+
+        def loop() -> None:
+            while True:
+                self.refresh()
+                if self._stop.wait(interval):
+                    return
+
+        threading.Thread(target=loop, name="hub-secrets", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
 
     def get(self, tenant_slug: str, name: str) -> str | None:
         return self._values.get((tenant_slug, name))

@@ -498,7 +498,8 @@ async def serving(state: Any) -> AsyncIterator[Ingress]:
     writer = await EventWriter(state.engine, state.redis).start()
     cipher = Cipher.from_settings(settings)
     secrets = SecretCache(state.engine, cipher, state.redis)
-    await asyncio.to_thread(secrets.refresh)
+    # in a daemon thread of its own: a hung database must not hold the start, /health or the exit
+    secrets.watch(SOURCES_CHECK_INTERVAL)
     ingress = Ingress(
         settings=settings,
         sources=sources,
@@ -518,6 +519,7 @@ async def serving(state: Any) -> AsyncIterator[Ingress]:
         yield ingress
     finally:
         housekeeping.cancel()
+        ingress.secrets.stop()
         with suppress(asyncio.CancelledError):
             await housekeeping
         await writer.stop()
@@ -525,13 +527,11 @@ async def serving(state: Any) -> AsyncIterator[Ingress]:
 
 
 async def _housekeeping(ingress: Ingress, engine: Any) -> None:
-    """Reload sources.yaml and tenant secrets when they change; write keys' last use once a
-    minute."""
+    """Reload sources.yaml when it changes; write keys' last use once a minute."""
     last_flush = time.monotonic()
     while True:
         await asyncio.sleep(SOURCES_CHECK_INTERVAL)
         ingress.reload_sources()
-        await asyncio.to_thread(ingress.secrets.refresh)
         if time.monotonic() - last_flush >= USAGE_FLUSH_INTERVAL:
             last_flush = time.monotonic()
             await asyncio.to_thread(ingress.usage.flush, engine)
