@@ -19,6 +19,7 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from hub.console.routes import CONSOLE
 from hub.core import logs
+from hub.core.crypto import Cipher
 from hub.core.db import create_db_engine
 from hub.core.errors import HubError
 from hub.core.queues import connect_redis
@@ -27,7 +28,7 @@ from hub.core.settings import Settings
 from hub.ingress import route as ingress
 from hub.ingress.route import FastIngress
 from hub.mapping import simulate
-from hub.ops import admin, openapi, status, tenant_routes
+from hub.ops import admin, auditlog, erasure, openapi, status, tenant_routes
 from hub.ops.dashboard import create_dashboard
 from hub.ops.health import create_probe_engine, health
 
@@ -58,6 +59,7 @@ def create_app(settings: Settings) -> Starlette:
         app.state.settings = settings
         app.state.engine = engine
         app.state.redis = redis
+        app.state.cipher = Cipher.from_settings(settings)
         app.state.health_redis = health_redis
         app.state.health_engine = health_engine
         try:
@@ -75,6 +77,8 @@ def create_app(settings: Settings) -> Starlette:
         *simulate.ROUTES,
         *admin.ROUTES,
         *tenant_routes.ROUTES,
+        *erasure.ROUTES,
+        *auditlog.ROUTES,
         *status.ROUTES,
         *openapi.ROUTES,
         CONSOLE,

@@ -24,17 +24,33 @@ def main() -> None:
 
 from hub.cli import (  # noqa: E402
     bench,
+    compliance,
     consume,
     demo,
     keys,
     mappings,
     replay,
     run,
+    secrets,
     sink,
     status,
     sync,
     tenants,
 )
 
-for _module in (run, consume, tenants, keys, mappings, replay, status, sync, bench, demo, sink):
+for _module in (
+    run,
+    consume,
+    tenants,
+    keys,
+    secrets,
+    compliance,
+    mappings,
+    replay,
+    status,
+    sync,
+    bench,
+    demo,
+    sink,
+):
     _module.register(cli)

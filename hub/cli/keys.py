@@ -12,6 +12,7 @@ from typing import Any
 import click
 import orjson
 
+from hub.core import audit
 from hub.core.errors import BadRequest
 from hub.core.models import ApiKey, KeyKind, utcnow
 from hub.core.units import parse_duration
@@ -98,6 +99,14 @@ def create(
                 sources=source_names,
                 expires_at=expires_at,
                 create_tenant=create_tenant,
+            )
+            audit.record(
+                session,
+                audit.cli_actor(),
+                "key.create",
+                tenant_id=session.get(ApiKey, created.id).tenant_id,  # type: ignore[union-attr]
+                target=f"key {created.id} {created.prefix}",
+                detail={"kind": kind.value, "name": name},
             )
     finally:
         engine.dispose()
@@ -199,6 +208,13 @@ def revoke(key_id: int) -> None:
         with session_factory(engine)() as session, session.begin():
             row = revoke_key(session, key_id)
             when = _when(row.revoked_at)
+            audit.record(
+                session,
+                audit.cli_actor(),
+                "key.revoke",
+                tenant_id=row.tenant_id,
+                target=f"key {key_id} {row.prefix}",
+            )
     finally:
         engine.dispose()
     click.echo(f"revoked key {key_id} at {when}")

@@ -9,6 +9,7 @@ DIR defaults to HUB_MAPPINGS_DIR (`mappings`). Problems go to stderr, one per li
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import click
@@ -89,9 +90,12 @@ def apply(directory: Path | None, strict: bool) -> None:
     from sqlalchemy import select
     from sqlalchemy.exc import SQLAlchemyError
 
+    from hub.core import audit
+    from hub.core.crypto import Cipher
     from hub.core.db import check_database, create_db_engine
     from hub.core.models import Tenant
     from hub.core.queues import connect_redis
+    from hub.core.secrets import SecretCache
     from hub.delivery.endpoints import unset_references
     from hub.mapping.apply import apply_mappings
     from hub.sync.schedule import apply_syncs
@@ -107,7 +111,10 @@ def apply(directory: Path | None, strict: bool) -> None:
                 slugs = list(conn.scalars(select(Tenant.slug).where(Tenant.active.is_(True))))
         except SQLAlchemyError:  # not migrated yet: apply_mappings says so
             slugs = []
-        unset = unset_references(config.endpoints, slugs)
+        secrets = SecretCache(engine, Cipher.from_settings(settings), None)
+        with contextlib.suppress(SQLAlchemyError):  # not migrated yet: apply_mappings says so
+            secrets.load()
+        unset = unset_references(config.endpoints, slugs, secrets=secrets)
         if unset and strict:
             raise HubError(
                 "refused (--strict): unset environment variables\n  " + "\n  ".join(unset)
@@ -116,6 +123,10 @@ def apply(directory: Path | None, strict: bool) -> None:
             click.echo(f"hub: warning: {line}", err=True)
         result = apply_mappings(engine, redis, config)
         sync_changes = apply_syncs(engine, syncs)
+        if result.changed:
+            audit.record_now(
+                engine, audit.cli_actor(), "mappings.apply", detail={"version": result.version}
+            )
     finally:
         redis.close()
         engine.dispose()

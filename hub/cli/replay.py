@@ -246,7 +246,9 @@ def show_command(dead_letter_id: str) -> None:
     """One dead letter, with its event's deliveries and attempts, as JSON."""
     from sqlalchemy.orm import Session
 
+    from hub.cli.group import load_settings
     from hub.core import dead_letters
+    from hub.core.crypto import Cipher
     from hub.core.models import KeyKind
     from hub.ingress.principals import Principal
     from hub.ops.admin import dead_letter_dict, show_event
@@ -255,7 +257,8 @@ def show_command(dead_letter_id: str) -> None:
         with Session(engine) as session:
             letter = dead_letter_dict(dead_letters.get(session, dead_letter_id))
         operator = Principal(key_id=0, kind=KeyKind.OPERATOR, tenant_id=None, tenant_slug=None)
-        event = show_event(engine, operator, letter["event_id"])
+        cipher = Cipher.from_settings(load_settings())
+        event = show_event(engine, operator, letter["event_id"], cipher)
     _echo_json({"dead_letter": letter, **event})
 
 

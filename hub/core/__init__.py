@@ -8,10 +8,13 @@ db.py schema.py the engine, migrations (alembic) and their checks
 models.py       the tables, their statuses as enums
 queues.py       queue names, job names, Redis keys and the Redis connection, defined once
 context.py      the Protocols jobs and sweep tasks receive (what workers/ passes in)
-crypto.py       payload encryption at rest; signing.py: Standard Webhooks signatures made
+crypto.py       encryption at rest under rotating keys, the keyed hash of personal identifiers;
+                signing.py: Standard Webhooks signatures made
+secrets.py      tenant secrets in the database (`secret:NAME`) and each process's cache of them
+audit.py        the audit log of credential and admin operations
 logs.py         structured JSON logs without personal data; metrics.py: Prometheus
-yamlfile.py     YAML with line numbers; envrefs.py: `env:` references; tenants.py: slugs, lookup,
-                settings (time zone, locale)
+yamlfile.py     YAML with line numbers; envrefs.py: `env:` and `secret:` references; tenants.py:
+                slugs, lookup, settings (time zone, locale)
 dead_letters.py the dead-letter registry: opened by mapping and delivery, read by ops
 outages.py      living through a Redis or database outage: capped backoff, one log line per change
 leader.py       a leader lock in Redis with expiry and fencing (one working sweeper)

@@ -1,10 +1,13 @@
-"""Secrets and per-tenant values in mappings are references, never literals: `env:NAME`.
+"""Secrets and per-tenant values in mappings are references, never literals.
 
-NAME may contain `{TENANT}`, replaced by the tenant's slug upper-cased with '-' as '_'
-(`env:{TENANT}_CRM_URL` for tenant `clinic-1` reads `CLINIC_1_CRM_URL`).
+`env:NAME` reads an environment variable. NAME may contain `{TENANT}`, replaced by the tenant's
+slug upper-cased with '-' as '_' (`env:{TENANT}_CRM_URL` for tenant `clinic-1` reads
+`CLINIC_1_CRM_URL`). A variable is looked up in the process environment, then in the `.env` file
+of the working directory (the same file the settings come from), re-read when it changes.
 
-A variable is looked up in the process environment, then in the `.env` file of the working
-directory (the same file the settings come from), re-read when it changes.
+`secret:NAME` reads the tenant's secret NAME from the database (`hub secrets set`, see
+hub.core.secrets), and when that tenant has none, the variable `{TENANT}_NAME` as `env:` would
+(so a deployment can move its credentials from the environment to the database one at a time).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Protocol
 
 from dotenv import dotenv_values
 
@@ -20,7 +24,15 @@ from hub.core.errors import ConfigError
 from hub.core.tenants import env_name
 
 PREFIX = "env:"
+SECRET_PREFIX = "secret:"
 _NAME = re.compile(r"^[A-Za-z_{][A-Za-z0-9_{}]*$")
+SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+
+class SecretLookup(Protocol):
+    """Tenant secrets as a process sees them (hub.core.secrets.SecretCache)."""
+
+    def get(self, tenant_slug: str, name: str) -> str | None: ...
 
 
 class MissingEnv(ConfigError):
@@ -67,18 +79,42 @@ class ProcessEnvironment(Mapping[str, str]):
 ENVIRONMENT = ProcessEnvironment()
 
 
+class MissingSecret(MissingEnv):
+    """A `secret:` reference names a secret the tenant has not set (nor its variable)."""
+
+    code = "missing_secret"
+
+    def __init__(self, name: str, tenant_slug: str, variable: str, where: str | None) -> None:
+        ConfigError.__init__(
+            self,
+            f"secret {name} of tenant {tenant_slug} is not set (hub secrets set --tenant "
+            f"{tenant_slug} {name}), nor is {variable}" + (f" ({where})" if where else ""),
+        )
+        self.variable = variable
+
+
 def is_ref(value: object) -> bool:
-    return isinstance(value, str) and value.startswith(PREFIX)
+    return isinstance(value, str) and (value.startswith(PREFIX) or value.startswith(SECRET_PREFIX))
+
+
+def is_secret_ref(value: object) -> bool:
+    return isinstance(value, str) and value.startswith(SECRET_PREFIX)
 
 
 def valid_ref(value: str) -> bool:
-    """Whether an `env:` reference is well formed (only `{TENANT}` as a placeholder)."""
+    """Whether a reference is well formed (`env:` with only `{TENANT}` as a placeholder)."""
+    if is_secret_ref(value):
+        return bool(SECRET_NAME.match(value[len(SECRET_PREFIX) :]))
     name = value[len(PREFIX) :]
     return bool(_NAME.match(name)) and not re.sub(r"\{TENANT\}", "", name).count("{")
 
 
 def variable_name(value: str, tenant_slug: str | None) -> str:
-    """The variable an `env:` reference reads for this tenant."""
+    """The variable a reference reads for this tenant (for `secret:`, its fallback)."""
+    if is_secret_ref(value):
+        if tenant_slug is None:
+            raise ConfigError(f"{value} needs a tenant")
+        return f"{env_name(tenant_slug)}_{value[len(SECRET_PREFIX) :]}"
     name = value[len(PREFIX) :]
     if "{TENANT}" in name:
         if tenant_slug is None:
@@ -93,12 +129,23 @@ def resolve(
     environ: Mapping[str, str] | None = None,
     *,
     where: str | None = None,
+    secrets: SecretLookup | None = None,
 ) -> str:
-    """The plain value, or the referenced variable's value; MissingEnv when it is unset."""
+    """The plain value, or what the reference names; MissingEnv (MissingSecret) when unset."""
     if not is_ref(value):
         return value
     env = ENVIRONMENT if environ is None else environ
     name = variable_name(value, tenant_slug)
+    if is_secret_ref(value):
+        assert tenant_slug is not None  # variable_name raised otherwise
+        secret_name = value[len(SECRET_PREFIX) :]
+        found = secrets.get(tenant_slug, secret_name) if secrets is not None else None
+        if found:
+            return found
+        fallback = env.get(name)
+        if not fallback:
+            raise MissingSecret(secret_name, tenant_slug, name, where)
+        return fallback
     resolved = env.get(name)
     if resolved is None or resolved == "":
         raise MissingEnv(name, where)
@@ -106,12 +153,16 @@ def resolve(
 
 
 def resolve_optional(
-    value: str | None, tenant_slug: str | None = None, environ: Mapping[str, str] | None = None
+    value: str | None,
+    tenant_slug: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    secrets: SecretLookup | None = None,
 ) -> str | None:
-    """Like `resolve`, but an unset variable (or None) gives None."""
+    """Like `resolve`, but an unset variable or secret (or None) gives None."""
     if value is None:
         return None
     try:
-        return resolve(value, tenant_slug, environ)
+        return resolve(value, tenant_slug, environ, secrets=secrets)
     except MissingEnv:
         return None

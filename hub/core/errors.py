@@ -14,6 +14,7 @@
     ├── NotFound                     404: an id or a name that does not exist
     │   ├── DeadLetterNotFound       no dead letter has this id
     │   ├── UnknownTenant            no tenant has this slug (names the closest one)
+    │   ├── UnknownSecret            the tenant has no secret of this name
     │   └── UnknownSource            no such source in mappings/sources.yaml
     ├── TransformError               a payload does not fit a rule (fails that event alone)
     ├── EgressRefused                a delivery's target address is outside the egress policy
@@ -133,6 +134,12 @@ class UnknownSource(NotFound):
     """No such source in mappings/sources.yaml."""
 
     code = "unknown_source"
+
+
+class UnknownSecret(NotFound):
+    """The tenant has no secret of this name."""
+
+    code = "unknown_secret"
 
 
 class TransformError(HubError):

@@ -219,7 +219,8 @@ class IntegrationEvent(Base):
         status_type(EventStatus), default=EventStatus.RECEIVED
     )
     payload: Mapped[bytes | None] = mapped_column(Blob)  # raw body, encrypted at rest; None: purged
-    headers: Mapped[dict[str, str] | None] = mapped_column(JSON)
+    headers: Mapped[dict[str, str] | None] = mapped_column(JSON)  # clear: before 0006 only
+    sealed_headers: Mapped[bytes | None] = mapped_column(Blob)  # JSON, encrypted; None: purged
     correlation_id: Mapped[str | None] = mapped_column(String(64))
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
@@ -227,6 +228,7 @@ class IntegrationEvent(Base):
     processed_at: Mapped[datetime | None] = mapped_column(Timestamp)
     # `processing` until then: a mapping job that died lets the sweeper hand its events on
     lease_expires_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    erased_at: Mapped[datetime | None] = mapped_column(Timestamp)  # personal data removed
 
 
 # -- configuration applied from mappings/ --------------------------------------------------------
@@ -310,6 +312,7 @@ class WebhookDelivery(Base):
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, onupdate=utcnow)
     delivered_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    erased_at: Mapped[datetime | None] = mapped_column(Timestamp)
 
 
 class EndpointPause(Base):
@@ -373,6 +376,7 @@ class DeadLetter(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     resolved_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    erased_at: Mapped[datetime | None] = mapped_column(Timestamp)
 
 
 class SyncJob(Base):
@@ -460,3 +464,66 @@ class CalendarLink(Base):
     calendar_event_id: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, onupdate=utcnow)
+
+
+# -- security and personal data (LGPD) ------------------------------------------------------------
+
+
+class TenantSecret(Base):
+    """A tenant's credential for `secret:NAME` references; the value is encrypted at rest."""
+
+    __tablename__ = "tenant_secrets"
+    __table_args__ = (UniqueConstraint("tenant_id", "name", name="uq_tenant_secrets_tenant_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"))
+    name: Mapped[str] = mapped_column(String(128))
+    version: Mapped[int] = mapped_column(Integer, default=1)  # +1 on every set
+    value: Mapped[bytes] = mapped_column(Blob)
+    updated_by: Mapped[str] = mapped_column(String(64))  # actor, as in audit_log
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class PersonIndex(Base):
+    """Keyed hashes (HMAC) of the personal identifiers a source declares, per event."""
+
+    __tablename__ = "person_index"
+    __table_args__ = (Index("ix_person_index_digest", "digest", "tenant_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"))
+    event_id: Mapped[str] = mapped_column(ForeignKey("integration_events.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(8))  # cpf | phone | email
+    digest: Mapped[str] = mapped_column(String(64))  # hex HMAC-SHA256, hub.core.crypto
+
+
+class Erasure(Base):
+    """The receipt of an erasure by person: what and how much, never who."""
+
+    __tablename__ = "erasures"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[int | None] = mapped_column(ForeignKey("tenants.id"))  # None: every tenant
+    kinds: Mapped[str] = mapped_column(String(32))  # identifier kinds asked for: "cpf,phone"
+    events: Mapped[int] = mapped_column(Integer)
+    deliveries: Mapped[int] = mapped_column(Integer)
+    attempts: Mapped[int] = mapped_column(Integer)
+    dead_letters: Mapped[int] = mapped_column(Integer)
+    actor: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class AuditEntry(Base):
+    """One credential or admin operation: who (actor), which tenant, what; never a secret."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_tenant_created", "tenant_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(64))  # key:12 | cli:alice
+    tenant_id: Mapped[int | None] = mapped_column(Integer)  # no FK: the entry outlives a tenant
+    action: Mapped[str] = mapped_column(String(64))  # secret.set, key.revoke, erasure, …
+    target: Mapped[str | None] = mapped_column(String(255))
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)

@@ -27,6 +27,7 @@ REDIS_TIMEOUT = 2.0  # seconds, for connect and each command
 
 # Redis keys (and key prefixes) of hub's own
 CONFIG_VERSION_KEY = KEY_PREFIX + "config:version"  # the applied mappings' version; set by apply
+SECRETS_VERSION_KEY = KEY_PREFIX + "secrets:version"  # INCR on every tenant secret set or removed
 SENTINEL_KEY = KEY_PREFIX + "sentinel"  # absent: Redis is new or lost its data
 CIRCUIT_PREFIX = KEY_PREFIX + "circuit:"  # + endpoint + ":" + field: the breaker's state
 THROTTLE_PREFIX = KEY_PREFIX + "limits"  # outgoing rate limits per endpoint (limits' keys)

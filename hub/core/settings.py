@@ -43,7 +43,18 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     secret_key: SecretStr | None = Field(
         default=None,
-        description="key for encryption at rest; unset: generated once in data_dir/secret.key",
+        description="the single key of earlier versions; now the oldest of the keys",
+    )
+    secret_keys: SecretStr | None = Field(
+        default=None,
+        description="encryption keys at rest, comma-separated, newest first (see hub.core.crypto)",
+    )
+    secret_key_file: Path | None = Field(
+        default=None, description="a file of encryption keys, one a line, newest first"
+    )
+    person_key: SecretStr | None = Field(
+        default=None,
+        description="HMAC key of the personal-identifier index; unset: data_dir/person.key",
     )
     trusted_proxies: list[str] = Field(
         default_factory=list, description="CIDRs whose X-Forwarded-For is believed"

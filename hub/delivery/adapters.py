@@ -89,11 +89,13 @@ class Target:
     name: str
     config: EndpointConfig
     tenant_slug: str | None = None
+    secrets: envrefs.SecretLookup | None = None  # for `secret:` references
 
     def value(self, field_name: str, raw: str | None) -> str | None:
         if raw is None:
             return None
-        return envrefs.resolve(raw, self.tenant_slug, where=f"endpoint {self.name}.{field_name}")
+        where = f"endpoint {self.name}.{field_name}"
+        return envrefs.resolve(raw, self.tenant_slug, where=where, secrets=self.secrets)
 
 
 @dataclass(frozen=True)

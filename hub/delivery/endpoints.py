@@ -53,7 +53,9 @@ Rate = Annotated[str, BeforeValidator(parse_rate)]
 
 def _ref_only(value: str | None, what: str) -> str | None:
     if value is not None and not (envrefs.is_ref(value) and envrefs.valid_ref(value)):
-        raise ValueError(f"{what} is a secret: write a reference like 'env:{{TENANT}}_NAME'")
+        raise ValueError(
+            f"{what} is a secret: write a reference like 'secret:NAME' or 'env:{{TENANT}}_NAME'"
+        )
     return value
 
 
@@ -223,12 +225,23 @@ def unset_references(
     endpoints: dict[str, EndpointConfig],
     tenant_slugs: list[str],
     environ: Mapping[str, str] | None = None,
+    secrets: envrefs.SecretLookup | None = None,
 ) -> list[str]:
-    """One line per `env:` reference that some tenant has unset, naming variable and endpoint."""
+    """One line per reference that some tenant has unset, naming variable and endpoint
+    (a `secret:` reference is set by the tenant's secret or by its fallback variable)."""
     env = envrefs.ENVIRONMENT if environ is None else environ
     missing: dict[str, list[str]] = {}
     for name, config in sorted(endpoints.items()):
         for field, ref in config.env_refs():
+            if envrefs.is_secret_ref(ref):
+                secret = ref[len(envrefs.SECRET_PREFIX) :]
+                for tenant in tenant_slugs:
+                    variable = envrefs.variable_name(ref, tenant)
+                    if not (secrets and secrets.get(tenant, secret)) and not env.get(variable):
+                        missing.setdefault(f"endpoint {name} ({field})", []).append(
+                            f"secret {secret} of {tenant} (or {variable})"
+                        )
+                continue
             per_tenant = "{TENANT}" in ref
             for slug in tenant_slugs if per_tenant else [None]:
                 variable = envrefs.variable_name(ref, slug)

@@ -42,6 +42,7 @@ from hub.core.models import (
     WebhookDelivery,
     utcnow,
 )
+from hub.core.secrets import SecretCache
 from hub.core.settings import Settings
 from hub.delivery import pauses
 from hub.delivery.adapters import DeliveryRef, Outcome, OutgoingRequest, Target, Verdict
@@ -86,6 +87,7 @@ class DeliveryRuntime:
         self.adapters = Adapters(SEND_THREADS, engine=ctx.engine, redis=ctx.redis, egress=egress)
         self.executor = ThreadPoolExecutor(SEND_THREADS, thread_name_prefix="deliver")
         self.registry = EndpointRegistry(ctx.engine, ctx.redis)
+        self.secrets = SecretCache(ctx.engine, ctx.cipher, ctx.redis)
         self.throttle = Throttle(ctx.redis)
         self.redis = ctx.redis
 
@@ -135,6 +137,7 @@ def deliver_batch(ctx: JobContext, delivery_ids: Sequence[str]) -> dict[str, int
     """Deliver each id (skipping any already delivered, dead, or leased by another worker)."""
     rt = runtime(ctx)
     rt.registry.refresh()
+    rt.secrets.refresh()
     unique = list(dict.fromkeys(delivery_ids))
     totals: Counter[str] = Counter()
     for start in range(0, len(unique), CHUNK):
@@ -335,7 +338,8 @@ def _config_of(items: list[Item], name: str) -> EndpointConfig:
 
 def _send_one(rt: DeliveryRuntime, item: Item) -> None:
     assert item.config is not None and item.request is not None
-    target = Target(item.endpoint, item.config, rt.registry.tenant_slug(item.tenant_id))
+    slug = rt.registry.tenant_slug(item.tenant_id)
+    target = Target(item.endpoint, item.config, slug, rt.secrets)
     ref = DeliveryRef(item.id, item.attempt, item.correlation_id)
     item.started_at = utcnow()
     start = time.perf_counter()

@@ -6,6 +6,7 @@ apikeys.py      keys: created, hashed, looked up (cached for ingest), revoked
 sources.py      sources.yaml: who may send and how their events are recognised
 signatures.py   incoming schemes: Standard Webhooks, HMAC-SHA256, Stripe, token, Meta
 meta.py         Meta's webhooks: the GET handshake, the whatsapp_cloud preset's event id and type
+persons.py      declared personal identifiers, normalised and hashed for erasure by person
 ratelimit.py    per tenant and source limits shared in Redis
 events.py       the event store: exactly-once INSERT, batched enqueue of process_events
 writer.py       the group-commit writer the web process stores through

@@ -205,7 +205,9 @@ class Consumer:
             event_type=event_type,
             queue=self.queue,
             payload=self.cipher.encrypt(message.body),
-            headers={k: v for k, v in headers.items() if not k.startswith("x-death")},
+            sealed_headers=self.cipher.encrypt(
+                orjson.dumps({k: v for k, v in headers.items() if not k.startswith("x-death")})
+            ),
             correlation_id=(correlation or "")[:64] or None,
         )
 

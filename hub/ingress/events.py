@@ -28,7 +28,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from hub.core import ids
 from hub.core.errors import DatabaseUnavailable, HubError
-from hub.core.models import EventStatus, IntegrationEvent, utcnow
+from hub.core.models import EventStatus, IntegrationEvent, PersonIndex, utcnow
 from hub.core.queues import PROCESS_EVENTS, enqueue_ids
 
 log = logging.getLogger("hub.ingress.events")
@@ -38,6 +38,7 @@ DEADLOCK_RETRIES = 3
 _RETRYABLE_MYSQL = {1205, 1213}  # lock wait timeout, deadlock
 
 events_table: Table = IntegrationEvent.__table__  # type: ignore[assignment]
+person_table: Table = PersonIndex.__table__  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
@@ -50,8 +51,9 @@ class NewEvent:
     event_type: str
     queue: str
     payload: bytes
-    headers: dict[str, str]
+    sealed_headers: bytes | None  # the storable headers as JSON, encrypted
     correlation_id: str | None = None
+    persons: tuple[tuple[str, str], ...] = ()  # (kind, keyed hash): hub.ingress.persons
 
 
 @dataclass(frozen=True)
@@ -86,21 +88,24 @@ def store_events(engine: Engine, events: Sequence[NewEvent]) -> list[Stored]:
             "queue": e.queue,
             "status": EventStatus.RECEIVED,
             "payload": e.payload,
-            "headers": e.headers,
+            "sealed_headers": e.sealed_headers,
             "correlation_id": e.correlation_id,
             "created_at": now,
             "updated_at": now,
         }
         for e in events
     ]
+    persons = {row["id"]: e.persons for row, e in zip(rows, events, strict=True) if e.persons}
     for attempt in range(DEADLOCK_RETRIES + 1):
         try:
             with engine.begin() as conn:
                 existing = _insert_skipping_duplicates(conn, rows)
+                if persons:
+                    _index_persons(conn, rows, persons, existing)
             break
         except IntegrityError:
             # not a duplicate (those are skipped): store row by row so one bad row fails alone
-            return [_store_alone(engine, row) for row in rows]
+            return [_store_alone(engine, row, persons) for row in rows]
         except OperationalError as exc:
             code = getattr(exc.orig, "args", (None,))[0]
             if code in _RETRYABLE_MYSQL and attempt < DEADLOCK_RETRIES:
@@ -168,10 +173,31 @@ def _insert_skipping_duplicates(
     return {(t, s, x): i for t, s, x, i in found}
 
 
-def _store_alone(engine: Engine, row: dict[str, Any]) -> Stored:
+def _index_persons(
+    conn: Connection,
+    rows: list[dict[str, Any]],
+    persons: dict[str, tuple[tuple[str, str], ...]],
+    existing: dict[tuple[int, str, str], str],
+) -> None:
+    """The keyed hashes of the new events' declared identifiers (duplicates add none)."""
+    index = [
+        {"tenant_id": row["tenant_id"], "event_id": row["id"], "kind": kind, "digest": digest}
+        for row in rows
+        if existing.get((row["tenant_id"], row["source"], row["external_id"])) == row["id"]
+        for kind, digest in persons.get(row["id"], ())
+    ]
+    if index:
+        conn.execute(insert(person_table), index)
+
+
+def _store_alone(
+    engine: Engine, row: dict[str, Any], persons: dict[str, tuple[tuple[str, str], ...]]
+) -> Stored:
     try:
         with engine.begin() as conn:
             existing = _insert_skipping_duplicates(conn, [row])
+            if row["id"] in persons:
+                _index_persons(conn, [row], persons, existing)
     except IntegrityError as exc:
         with engine.connect() as conn:
             first = conn.scalar(

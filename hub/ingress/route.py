@@ -32,7 +32,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from hub.core import envrefs, metrics
-from hub.core.crypto import Cipher
+from hub.core.crypto import Cipher, PersonHasher, person_hasher
 from hub.core.errors import (
     AddressNotAllowed,
     BadRequest,
@@ -51,10 +51,12 @@ from hub.core.errors import (
 )
 from hub.core.queues import redis_url
 from hub.core.responses import error_response
+from hub.core.secrets import SecretCache
 from hub.core.settings import Settings
 from hub.ingress import meta
 from hub.ingress.apikeys import USAGE_FLUSH_INTERVAL, KeyCache, KeyRecord, UsageTracker
 from hub.ingress.events import NewEvent, Stored
+from hub.ingress.persons import PersonPaths
 from hub.ingress.principals import presented_key
 from hub.ingress.ratelimit import RateLimiter
 from hub.ingress.signatures import SignatureScheme, scheme_for
@@ -126,6 +128,7 @@ class Source:
     event_id: ValueGetter | None
     event_id_desc: str
     event_id_optional: bool  # from a header: absent means the SHA-256 of the body
+    persons: PersonPaths  # declared personal identifiers (empty: none hashed)
     verify_tokens: tuple[str, ...] = ()  # references: GET answers Meta's handshake
     allow_query_key: bool = False  # ?api_key= accepted (providers that only take a URL)
 
@@ -163,6 +166,7 @@ class Source:
             event_id=event_id,
             event_id_desc=event_id_desc,
             event_id_optional=optional,
+            persons=PersonPaths(config.personal),
             verify_tokens=(config.verify_token,) if config.verify_token else (),
             allow_query_key=config.allow_query_key,
         )
@@ -220,6 +224,8 @@ class Ingress:
     writer: EventWriter
     cipher: Cipher
     trusted_proxies: tuple[Network, ...]
+    secrets: SecretCache
+    hasher: PersonHasher
     sources_stamp: float | None = None
 
     def reload_sources(self) -> bool:
@@ -282,7 +288,10 @@ class Ingress:
     def verify(self, source: Source, key: KeyRecord, headers: Headers, body: bytes) -> None:
         if source.scheme is None:
             return
-        resolved = [envrefs.resolve_optional(ref, key.tenant_slug) for ref in source.secret_refs]
+        resolved = [
+            envrefs.resolve_optional(ref, key.tenant_slug, secrets=self.secrets)
+            for ref in source.secret_refs
+        ]
         in_force = [s for s in resolved if s]
         if not in_force:
             names = [envrefs.variable_name(r, key.tenant_slug) for r in source.secret_refs]
@@ -319,6 +328,7 @@ class Ingress:
         body: bytes,
         headers: Headers,
         correlation_id: str,
+        payload: Any = None,
     ) -> Stored:
         assert key.tenant_id is not None
         external_id, event_type = ids
@@ -329,8 +339,9 @@ class Ingress:
             event_type=event_type,
             queue=source.queue,
             payload=self.cipher.encrypt(body),
-            headers=storable_headers(headers),
+            sealed_headers=self.cipher.encrypt(orjson.dumps(storable_headers(headers))),
             correlation_id=correlation_id,
+            persons=source.persons.digests(payload, self.hasher) if source.persons else (),
         )
         return await self.writer.store(event)
 
@@ -446,7 +457,7 @@ async def receive_webhook(request: Request) -> Response:
         ingress.verify(source, key, headers, body)
         payload = parse_json(body)
         ids = ingress.identify(source, headers, body, payload)
-        stored = await ingress.store(key, source, ids, body, headers, correlation_id)
+        stored = await ingress.store(key, source, ids, body, headers, correlation_id, payload)
     except HubError as exc:
         name = request.path_params["source"]
         label = name if name in ingress.sources else metrics.UNKNOWN_SOURCE
@@ -537,6 +548,10 @@ async def serving(state: Any) -> AsyncIterator[Ingress]:
     trusted = parse_networks(settings.trusted_proxies)
     limiter = RateLimiter.for_engine(state.engine, redis_url(settings), settings.default_rate_limit)
     writer = await EventWriter(state.engine, state.redis).start()
+    cipher = Cipher.from_settings(settings)
+    secrets = SecretCache(state.engine, cipher, state.redis)
+    # in a daemon thread of its own: a hung database must not hold the start, /health or the exit
+    secrets.watch(SOURCES_CHECK_INTERVAL)
     ingress = Ingress(
         settings=settings,
         sources=sources,
@@ -544,8 +559,10 @@ async def serving(state: Any) -> AsyncIterator[Ingress]:
         usage=UsageTracker(),
         limiter=limiter,
         writer=writer,
-        cipher=Cipher.from_settings(settings),
+        cipher=cipher,
         trusted_proxies=trusted,
+        secrets=secrets,
+        hasher=person_hasher(settings),
         sources_stamp=stamp,
     )
     state.ingress = ingress
@@ -554,6 +571,7 @@ async def serving(state: Any) -> AsyncIterator[Ingress]:
         yield ingress
     finally:
         housekeeping.cancel()
+        ingress.secrets.stop()
         with suppress(asyncio.CancelledError):
             await housekeeping
         await writer.stop()

@@ -8,6 +8,7 @@ sources:
     event_id: {header: Idempotency-Key}      # absent: SHA-256 of the raw body
     signature: {scheme: hmac-sha256, header: X-Signature, secrets: ["env:SITE_SECRET"]}
     allowed_ips: [10.0.0.0/8]
+    personal: {cpf: [$.patient.cpf], phone: [$.patient.phone]}   # see hub.ingress.persons
     max_body: 512KiB
     rate_limit: 600/min
     allow_query_key: false                   # true: ?api_key= is taken too (URL-only providers)
@@ -93,7 +94,8 @@ class SignatureConfig(ConfigModel):
         for secret in secrets:
             if not envrefs.is_ref(secret) or not envrefs.valid_ref(secret):
                 raise ValueError(
-                    "secrets are references like 'env:NAME' or 'env:{TENANT}_NAME', never values"
+                    "secrets are references like 'secret:NAME', 'env:NAME' or "
+                    "'env:{TENANT}_NAME', never values"
                 )
         return secrets
 
@@ -154,6 +156,18 @@ class SourceConfig(ConfigModel):
         if self.amqp is not None and (self.signature or self.verify_token or self.preset):
             raise ValueError("an amqp source takes no signature, verify_token or preset")
         return self
+
+    personal: dict[str, list[str]] = Field(default_factory=dict)  # hub.ingress.persons
+
+    @field_validator("personal")
+    @classmethod
+    def _personal(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for kind, paths in value.items():
+            if kind not in ("cpf", "phone", "email"):
+                raise ValueError(f"personal identifiers are cpf, phone and email, not {kind!r}")
+            for path in paths:
+                Extractor(jsonpath=path)  # the same JSONPath checks as event_type / event_id
+        return value
 
     @field_validator("allowed_ips", mode="before")
     @classmethod

@@ -11,6 +11,9 @@ tenant_routes.py /admin/tenants: the same verbs for the operator over HTTP
 offboarding.py  `hub tenants delete --erase`: a tenant's rows erased in resumable batches
 params.py       what the admin API accepts: pydantic models, every parameter bounded
 openapi.py      GET /openapi.json, built from the routes' models
+rotation.py     `hub rotate-keys`: every blob re-encrypted under the newest key, resumable
+erasure.py      erasure by person and export (LGPD art. 18), `POST /admin/erasures`
+auditlog.py     `GET /admin/audit`
 dashboard.py    rq-dashboard mounted at /rq behind the operator key
 
 May import: hub.core, hub.ingress, hub.delivery, hub.mapping, hub.sync.

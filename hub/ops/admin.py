@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from hub.core import dead_letters, ids
+from hub.core.crypto import Cipher, DecryptionError
 from hub.core.dead_letters import DeadLetterFilter
 from hub.core.errors import BadRequest, NotFound
 from hub.core.models import (
@@ -80,7 +81,21 @@ async def json_body(request: Request, model: type[M]) -> M:
 # -- serialisation ---------------------------------------------------------------------------------
 
 
-def event_dict(event: IntegrationEvent, slug: str | None) -> dict[str, Any]:
+def header_names(event: IntegrationEvent, cipher: Cipher | None) -> list[str]:
+    """The names of the stored headers (their values stay encrypted and are never shown)."""
+    if event.headers:  # stored in clear before revision 0006
+        return sorted(event.headers)
+    if event.sealed_headers is None or cipher is None:
+        return []
+    try:
+        return sorted(orjson.loads(cipher.decrypt(event.sealed_headers)))
+    except (DecryptionError, orjson.JSONDecodeError):
+        return []
+
+
+def event_dict(
+    event: IntegrationEvent, slug: str | None, cipher: Cipher | None = None
+) -> dict[str, Any]:
     return {
         "id": event.id,
         "tenant": slug,
@@ -91,7 +106,8 @@ def event_dict(event: IntegrationEvent, slug: str | None) -> dict[str, Any]:
         "correlation_id": event.correlation_id,
         "error": event.error,
         "payload_stored": event.payload is not None,
-        "header_names": sorted(event.headers) if event.headers else [],
+        "header_names": header_names(event, cipher),
+        "erased_at": _iso(event.erased_at),
         "created_at": _iso(event.created_at),
         "updated_at": _iso(event.updated_at),
         "processed_at": _iso(event.processed_at),
@@ -155,7 +171,9 @@ def _slugs(session: Session, ids: set[int]) -> dict[int, str]:
 # -- queries (blocking; the routes run them in a thread) -------------------------------------------
 
 
-def list_events(engine: Engine, principal: Principal, q: EventsQuery) -> dict[str, Any]:
+def list_events(
+    engine: Engine, principal: Principal, q: EventsQuery, cipher: Cipher | None = None
+) -> dict[str, Any]:
     limit = q.limit
     since, until = _time(q.since), _time(q.until)
     with Session(engine) as session:
@@ -185,12 +203,14 @@ def list_events(engine: Engine, principal: Principal, q: EventsQuery) -> dict[st
         page, more = rows[:limit], len(rows) > limit
         slugs = _slugs(session, {e.tenant_id for e in page})
         return {
-            "events": [event_dict(e, slugs.get(e.tenant_id)) for e in page],
+            "events": [event_dict(e, slugs.get(e.tenant_id), cipher) for e in page],
             "next_before": page[-1].id if more else None,
         }
 
 
-def show_event(engine: Engine, principal: Principal, event_id: str) -> dict[str, Any]:
+def show_event(
+    engine: Engine, principal: Principal, event_id: str, cipher: Cipher | None = None
+) -> dict[str, Any]:
     with Session(engine) as session:
         event = session.get(IntegrationEvent, event_id)
         scope = principal.tenant_scope()
@@ -216,7 +236,7 @@ def show_event(engine: Engine, principal: Principal, event_id: str) -> dict[str,
         )
         slug = _slugs(session, {event.tenant_id}).get(event.tenant_id)
         return {
-            "event": event_dict(event, slug),
+            "event": event_dict(event, slug, cipher),
             "deliveries": [delivery_dict(d, attempts[d.id]) for d in deliveries],
             "dead_letters": [dead_letter_dict(dl, slug) for dl in letters],
         }
@@ -260,14 +280,16 @@ def list_letters(engine: Engine, principal: Principal, q: DeadLettersQuery) -> d
 @requires_key()
 async def events_index(request: Request, principal: Principal) -> Response:
     query = params.parse(EventsQuery, dict(request.query_params))
-    body = await run_in_threadpool(list_events, request.app.state.engine, principal, query)
+    state = request.app.state
+    body = await run_in_threadpool(list_events, state.engine, principal, query, state.cipher)
     return JSONResponse(body)
 
 
 @requires_key()
 async def event_show(request: Request, principal: Principal) -> Response:
     event_id = request.path_params["event_id"]
-    body = await run_in_threadpool(show_event, request.app.state.engine, principal, event_id)
+    state = request.app.state
+    body = await run_in_threadpool(show_event, state.engine, principal, event_id, state.cipher)
     return JSONResponse(body)
 
 

@@ -21,8 +21,10 @@ from starlette.routing import BaseRoute, Route
 
 from hub.core.models import DeadLetterStage, DeadLetterStatus, DeliveryStatus, EventStatus
 from hub.ops.params import (
+    AuditQuery,
     BulkReplayBody,
     DeadLettersQuery,
+    ErasureRequest,
     EventsQuery,
     LimitSet,
     LimitUnset,
@@ -80,6 +82,7 @@ class Event(Answer):
     error: str | None
     payload_stored: bool
     header_names: list[str]
+    erased_at: str | None = Field(description="when the person's data was erased (LGPD)")
     created_at: str | None
     updated_at: str | None
     processed_at: str | None
@@ -161,6 +164,17 @@ class ReplayReport(Answer):
     jobs: list[str]
     items: list[ReplayItem]
     summary: str
+
+
+class HandshakeQuery(BaseModel):
+    """Meta's parameters (their names have dots); the key may come as ?api_key= where the
+    source sets allow_query_key."""
+
+    model_config = ConfigDict(populate_by_name=True)
+    mode: Literal["subscribe"] = Field(alias="hub.mode")
+    verify_token: str = Field(alias="hub.verify_token")
+    challenge: str = Field(alias="hub.challenge")
+    api_key: str | None = None
 
 
 class SimulateRequest(Params):
@@ -251,6 +265,19 @@ class TenantDetail(TenantRow):
     unset_env: Any
 
 
+class AuditPage(Answer):
+    entries: list[dict[str, Any]] = Field(description="actor, tenant, time, action, detail")
+    limit: int
+    max_limit: int
+
+
+class ErasureReceipt(BaseModel):
+    """What an erasure found and removed (row counts by table; never the identifiers)."""
+
+    model_config = ConfigDict(extra="allow")
+    dry_run: bool
+
+
 class Status(BaseModel):
     """The operator's snapshot (see the README's Operations): queues, workers, events and
     deliveries by status, retry backlog, dead letters, circuits, alerts."""
@@ -272,7 +299,7 @@ class Operation:
     summary: str
     tag: str
     answers: dict[int, tuple[str, type[BaseModel] | str]]  # status -> (description, model)
-    query: type[Params] | None = None
+    query: type[BaseModel] | None = None
     body: type[BaseModel] | Literal["any"] | None = None
     path_params: tuple[str, ...] = ()
     security: list[dict[str, list[str]]] = field(default_factory=lambda: KEY)
@@ -305,6 +332,25 @@ OPERATIONS: list[Operation] = [
             ),
         },
         body="any",
+        path_params=("source",),
+    ),
+    Operation(
+        "get",
+        "/webhooks/{source}",
+        "Meta's subscription handshake: echoes hub.challenge when hub.verify_token matches",
+        "ingress",
+        {
+            200: ("the challenge, echoed", "text/plain"),
+            **_errors(
+                {
+                    401: "no or bad key",
+                    403: "verify token refused, or no verify token for this source",
+                    404: "no such source",
+                    **UNAVAILABLE,
+                }
+            ),
+        },
+        query=HandshakeQuery,
         path_params=("source",),
     ),
     Operation(
@@ -509,6 +555,26 @@ OPERATIONS: list[Operation] = [
         path_params=("slug",),
     ),
     Operation(
+        "get",
+        "/admin/audit",
+        "The audit log of credential and admin operations, newest first",
+        "admin",
+        {200: ("a page of entries", AuditPage), **_errors({**ADMIN_ERRORS, **UNAVAILABLE})},
+        query=AuditQuery,
+    ),
+    Operation(
+        "post",
+        "/admin/erasures",
+        "Erase a person's data (LGPD art. 18): payloads, requests, headers, excerpts",
+        "admin",
+        {
+            200: ("dry run: what would be erased", ErasureReceipt),
+            201: ("erased: the receipt", ErasureReceipt),
+            **_errors({**ADMIN_ERRORS, 404: "no such tenant", 413: "too large", **UNAVAILABLE}),
+        },
+        body=ErasureRequest,
+    ),
+    Operation(
         "post",
         "/admin/simulate",
         "What an event would send: matched rules and requests; nothing stored or sent",
@@ -546,8 +612,8 @@ def _without_null(schema: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in schema.items() if k != "default" or v is not None}
 
 
-def _query_parameters(model: type[Params]) -> list[dict[str, Any]]:
-    schema = model.model_json_schema(ref_template=REF)
+def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    schema = model.model_json_schema(ref_template=REF, by_alias=True)
     required = set(schema.get("required", []))
     return [
         {

@@ -78,6 +78,26 @@ class BulkReplayBody(DeadLetterFilters):
     dry_run: StrictBool = False
 
 
+class AuditQuery(Params):
+    """GET /admin/audit"""
+
+    tenant: Slug | None = None
+    action: Name | None = None
+    since: Time | None = None
+    limit: Limit = 100
+    offset: Annotated[int, Field(ge=0, le=MAX_OFFSET)] = 0
+
+
+class ErasureRequest(Params):
+    """POST /admin/erasures: the person, by one or more identifiers"""
+
+    cpf: Annotated[str, Field(min_length=1, max_length=32)] | None = None
+    phone: Annotated[str, Field(min_length=1, max_length=32)] | None = None
+    email: Annotated[str, Field(min_length=3, max_length=254)] | None = None
+    tenant: Slug | None = None
+    dry_run: StrictBool = False
+
+
 class TenantCreate(Params):
     """POST /admin/tenants"""
 

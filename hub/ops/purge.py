@@ -1,10 +1,10 @@
 """Retention: `hub purge --older-than 90d` drops old payloads and keeps the rows.
 
-What goes: the encrypted payload of events that finished well (`processed`, `no_route`) and the
-encrypted request of deliveries that are finished (`delivered`, or `dead` with no open dead letter),
-created before the cutoff. Rows, statuses, attempts and counts stay, so history and `/status` are
-unchanged; only the personal data goes (LGPD). Failed events and open dead letters keep theirs,
-so they can still be replayed.
+What goes: the encrypted payload and request headers of events that finished well (`processed`,
+`no_route`) and the encrypted request of deliveries that are finished (`delivered`, or `dead` with
+no open dead letter), created before the cutoff. Rows, statuses, attempts and counts stay, so
+history and `/status` are unchanged; only the personal data goes (LGPD). Failed events and open
+dead letters keep theirs, so they can still be replayed.
 
 Ids are time-ordered, so "created before the cutoff" is a range of the primary key: each batch
 reads and updates at most `batch_size` rows by key in its own short transaction, and never holds
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, and_, exists, or_, select, update
+from sqlalchemy import ColumnElement, Engine, and_, exists, null, or_, select, update
 from sqlalchemy.orm import InstrumentedAttribute
 
 from hub.core import ids
@@ -71,12 +71,17 @@ def purge(
     delivery_ceiling = ids.floor_id(ids.DELIVERY, _cutoff_ms(cutoff))
 
     event_done = and_(
-        IntegrationEvent.status.in_(FINISHED_EVENTS), IntegrationEvent.payload.is_not(None)
+        IntegrationEvent.status.in_(FINISHED_EVENTS),
+        or_(
+            IntegrationEvent.payload.is_not(None),
+            IntegrationEvent.sealed_headers.is_not(None),
+            IntegrationEvent.headers.is_not(None),
+        ),
     )
     result.events = _sweep(
         engine,
         IntegrationEvent.id,
-        IntegrationEvent.payload,
+        (IntegrationEvent.payload, IntegrationEvent.sealed_headers, IntegrationEvent.headers),
         event_ceiling,
         event_done,
         batch_size,
@@ -96,7 +101,7 @@ def purge(
     result.deliveries = _sweep(
         engine,
         WebhookDelivery.id,
-        WebhookDelivery.request,
+        (WebhookDelivery.request,),
         delivery_ceiling,
         delivery_done,
         batch_size,
@@ -110,14 +115,14 @@ def purge(
 def _sweep(
     engine: Engine,
     key: InstrumentedAttribute[str],
-    column: InstrumentedAttribute[Any],
+    columns: tuple[InstrumentedAttribute[Any], ...],
     ceiling: str,
     condition: ColumnElement[bool],
     batch_size: int,
     dry_run: bool,
     progress: Callable[[int], None],
 ) -> int:
-    """Walk the primary key below `ceiling` in batches, nulling `column` where `condition`."""
+    """Walk the primary key below `ceiling` in batches, nulling `columns` where `condition`."""
     table = key.class_.__table__
     total = 0
     after = ""
@@ -134,7 +139,9 @@ def _sweep(
             targets = list(conn.scalars(select(key).where(key.in_(window), condition)))
             if targets and not dry_run:
                 conn.execute(
-                    update(table).where(key.in_(targets), condition).values({column.key: None})
+                    update(table)
+                    .where(key.in_(targets), condition)
+                    .values({column.key: null() for column in columns})  # SQL NULL, not JSON null
                 )
         total += len(targets)
         if targets:

@@ -25,6 +25,7 @@ from sqlalchemy import Engine, select
 
 from hub.core import metrics
 from hub.core.context import JobContext
+from hub.core.crypto import Cipher
 from hub.core.errors import HubError, RedisUnavailable
 from hub.core.models import IntegrationEvent, SyncJob, Tenant, utcnow
 from hub.core.queues import QueueName
@@ -174,7 +175,9 @@ def _pull(
         mark = max(filter(None, (mark, page_mark)), default=None)
         known = stored_ids(ctx.engine, started.tenant_id, sync.source, [f[0] for f in found])
         events = [
-            _event(sync, started, external_id, kind, ctx.cipher.encrypt(orjson.dumps(item)))
+            _event(
+                sync, started, external_id, kind, ctx.cipher.encrypt(orjson.dumps(item)), ctx.cipher
+            )
             for external_id, kind, item in found
             if external_id not in known
         ]
@@ -244,7 +247,9 @@ def stored_ids(engine: Engine, tenant_id: int, source: str, external_ids: list[s
         )
 
 
-def _event(sync: SyncConfig, who: Started, external_id: str, kind: str, payload: bytes) -> NewEvent:
+def _event(
+    sync: SyncConfig, who: Started, external_id: str, kind: str, payload: bytes, cipher: Cipher
+) -> NewEvent:
     return NewEvent(
         tenant_id=who.tenant_id,
         source=sync.source,
@@ -252,7 +257,7 @@ def _event(sync: SyncConfig, who: Started, external_id: str, kind: str, payload:
         event_type=kind,
         queue=QueueName.LOW.value,
         payload=payload,
-        headers={SYNC_HEADER: who.name},
+        sealed_headers=cipher.encrypt(orjson.dumps({SYNC_HEADER: who.name})),
         correlation_id=who.run_id,
     )
 

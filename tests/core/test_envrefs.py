@@ -49,3 +49,19 @@ def test_a_variable_may_come_from_the_dotenv_file(
     os.utime(tmp_path / ".env", (1, 1))  # a different mtime: the file is read again
     with pytest.raises(MissingEnv):
         resolve("env:{TENANT}_CRM_URL", "demo")
+
+
+def test_a_secret_ref_reads_the_tenant_secret_then_its_variable() -> None:
+    from hub.core.envrefs import MissingSecret, is_ref, valid_ref
+
+    class Secrets:
+        def get(self, tenant_slug: str, name: str) -> str | None:
+            return {("clinic-1", "CRM_TOKEN"): "from-db"}.get((tenant_slug, name))
+
+    env = {"CLINIC_2_CRM_TOKEN": "from-env"}
+    assert is_ref("secret:CRM_TOKEN") and valid_ref("secret:CRM_TOKEN")
+    assert not valid_ref("secret:{TENANT}_X") and not valid_ref("secret:")
+    assert resolve("secret:CRM_TOKEN", "clinic-1", env, secrets=Secrets()) == "from-db"
+    assert resolve("secret:CRM_TOKEN", "clinic-2", env, secrets=Secrets()) == "from-env"
+    with pytest.raises(MissingSecret, match="hub secrets set --tenant clinic-3 CRM_TOKEN"):
+        resolve("secret:CRM_TOKEN", "clinic-3", env, secrets=Secrets())

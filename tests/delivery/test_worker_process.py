@@ -6,7 +6,8 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,31 @@ def test_sigterm_lets_the_job_in_hand_finish_then_the_worker_exits(
         assert row is not None and row.status == DeliveryStatus.DELIVERED
         tries = session.scalars(select(DeliveryAttempt).where(DeliveryAttempt.delivery_id == dlv))
         assert [a.status_code for a in tries] == [200]
+
+
+def test_a_secret_set_while_the_worker_runs_is_used_by_the_next_delivery(
+    ctx: WorkerContext, world: World, target: TargetServer, start_worker: object
+) -> None:
+    from hub.core.secrets import set_secret
+
+    world.endpoint(
+        "crm", kind="webhook", url=target.url, headers={"Authorization": "secret:CRM_TOKEN"}
+    )
+    set_secret(ctx.engine, ctx.cipher, ctx.redis, "clinic-1", "CRM_TOKEN", "tok-1", "cli:test")
+    start_worker("default")  # type: ignore[operator]
+    first = world.delivery("crm", {"n": 1})
+    enqueue_ids(ctx.redis, DELIVER, "default", [first])
+    wait_for(lambda: delivery(ctx, first).status == DeliveryStatus.DELIVERED)
+
+    set_secret(ctx.engine, ctx.cipher, ctx.redis, "clinic-1", "CRM_TOKEN", "tok-2", "cli:test")
+    second = world.delivery("crm", {"n": 2})
+    enqueue_ids(ctx.redis, DELIVER, "default", [second])
+    wait_for(lambda: delivery(ctx, second).status == DeliveryStatus.DELIVERED)
+    assert [s.headers["authorization"] for s in target.seen] == ["tok-1", "tok-2"]
+
+
+def wait_for(done: Callable[[], bool], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, "gave up waiting"
+        time.sleep(0.05)

@@ -47,7 +47,7 @@ def new(tenant_id: int, external_id: str, source: str = "site", queue: str = "de
         event_type="lead.created",
         queue=queue,
         payload=b"encrypted bytes",
-        headers={"content-type": "application/json"},
+        sealed_headers=b"encrypted headers",
         correlation_id="cor_1",
     )
 

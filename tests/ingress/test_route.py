@@ -35,7 +35,7 @@ from starlette.testclient import TestClient
 from hub.app import create_app
 from hub.core.crypto import Cipher
 from hub.core.errors import MappingsError
-from hub.core.models import ApiKey, EventStatus, KeyKind, RateLimit, Tenant
+from hub.core.models import ApiKey, EventStatus, IntegrationEvent, KeyKind, RateLimit, Tenant
 from hub.core.queues import PROCESS_EVENTS, get_queue
 from hub.core.settings import Settings
 from hub.ingress.apikeys import revoke
@@ -106,8 +106,10 @@ def test_an_event_is_stored_encrypted_then_enqueued_and_marked_queued(
     assert event.payload is not None and raw not in event.payload
     assert Cipher.from_settings(hub_settings).decrypt(event.payload) == raw
     assert event.status == EventStatus.QUEUED
-    assert event.headers is not None and event.headers.get("user-agent") == "t/1"
-    assert "x-api-key" not in event.headers
+    assert event.headers is None and event.sealed_headers is not None  # encrypted, like the body
+    assert b"t/1" not in event.sealed_headers
+    stored = orjson.loads(Cipher.from_settings(hub_settings).decrypt(event.sealed_headers))
+    assert stored.get("user-agent") == "t/1" and "x-api-key" not in stored
     jobs = get_queue(redis, "default").jobs
     assert [job.func_name for job in jobs] == [PROCESS_EVENTS]
     assert list(jobs[0].args) == [[event.id]]
@@ -421,8 +423,17 @@ def test_a_signed_source_without_its_secret_set_is_a_server_error_storing_nothin
     assert event_count(engine) == 0
 
 
+def stored_headers(event: IntegrationEvent, settings: Settings) -> dict[str, str]:
+    assert event.sealed_headers is not None
+    return orjson.loads(Cipher.from_settings(settings).decrypt(event.sealed_headers))  # type: ignore[no-any-return]
+
+
 def test_github_style_hmac_source(
-    client: TestClient, engine: Engine, key: str, monkeypatch: pytest.MonkeyPatch
+    client: TestClient,
+    engine: Engine,
+    key: str,
+    monkeypatch: pytest.MonkeyPatch,
+    hub_settings: Settings,
 ) -> None:
     monkeypatch.setenv("HUBTEST_GH_SECRET", "gh-secret")
     body = b'{"action": "opened"}'
@@ -438,7 +449,7 @@ def test_github_style_hmac_source(
     assert tampered.status_code == 401
     (event,) = events(engine)
     assert event.event_type == "issues"
-    assert event.headers is not None and "x-hub-signature-256" not in event.headers
+    assert "x-hub-signature-256" not in stored_headers(event, hub_settings)
 
 
 def test_stripe_source(
@@ -458,7 +469,11 @@ def test_stripe_source(
 
 
 def test_token_source(
-    client: TestClient, engine: Engine, key: str, monkeypatch: pytest.MonkeyPatch
+    client: TestClient,
+    engine: Engine,
+    key: str,
+    monkeypatch: pytest.MonkeyPatch,
+    hub_settings: Settings,
 ) -> None:
     monkeypatch.setenv("CLINIC_1_ZAPI_TOKEN", "zapi-token")
     body = {"messageId": "m-1"}
@@ -468,8 +483,7 @@ def test_token_source(
     assert missing.status_code == 401
     good = post(client, "zapi", key, body, headers={"Client-Token": "zapi-token"})
     assert good.status_code == 202
-    assert events(engine)[0].headers is not None
-    assert "client-token" not in (events(engine)[0].headers or {})
+    assert "client-token" not in stored_headers(events(engine)[0], hub_settings)
 
 
 # -- addresses ------------------------------------------------------------------------------------

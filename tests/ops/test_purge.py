@@ -49,7 +49,7 @@ class Rows:
                 insert(IntegrationEvent).values(
                     id=event_id, tenant_id=self.tenant, source="site", external_id=event_id,
                     event_type="x", status=status, payload=b"secret", created_at=when,
-                    updated_at=when,
+                    updated_at=when, sealed_headers=b"sealed", headers={"x-old": "clear"},
                 )
             )  # fmt: skip
         return event_id
@@ -120,6 +120,14 @@ def test_purge_drops_old_finished_payloads_and_keeps_rows_and_open_work(engine: 
         None, None, b"body", b"body"
     ]  # fmt: skip
     assert progress and progress[-1] == ("deliveries", 2)
+    with engine.connect() as conn:  # the request headers go with the payload, sealed or not
+        kept = conn.execute(
+            select(IntegrationEvent.id, IntegrationEvent.sealed_headers, IntegrationEvent.headers)
+        ).all()
+    assert {i for i, sealed, clear in kept if sealed is None and clear is None} == {
+        old_done,
+        old_unrouted,
+    }
     with engine.connect() as conn:
         assert conn.scalar(select(func.count()).select_from(IntegrationEvent)) == 4
         assert conn.scalar(select(func.count()).select_from(WebhookDelivery)) == 4
