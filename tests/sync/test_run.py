@@ -50,7 +50,7 @@ def received_as_webhooks(ctx: WorkerContext, tenant: int, numbers: range) -> Non
                 event_type="client.registered",
                 queue="default",
                 payload=ctx.cipher.encrypt(orjson.dumps(item(n))),
-                headers={},
+                sealed_headers=None,
             )
             for n in numbers
         ],
