@@ -21,6 +21,7 @@ from starlette.responses import RedirectResponse, Response
 
 from hub.console import templates
 from hub.console.session import page
+from hub.core import audit
 from hub.core.crypto import Cipher, DecryptionError, person_hasher
 from hub.core.errors import BadRequest
 from hub.core.models import EventStatus, IntegrationEvent
@@ -150,6 +151,7 @@ async def replay(request: Request, principal: Principal) -> Response:
             request.path_params["event_id"],
             tenant_id=principal.tenant_scope(),
             remap=remap,
+            actor=audit.key_actor(principal.key_id),
         )
     )
     found = await run_in_threadpool(journey, request, principal, request.path_params["event_id"])
