@@ -42,10 +42,11 @@ def bench_e2e(
     workers: int = 2,
     timeout: float = 600.0,
     keep: bool = False,
+    redis_db: int = 14,
     progress: Progress = lambda _m: None,
 ) -> dict[str, Any]:
     expected = events * workload.ROUTES_PER_EVENT
-    with scratch(settings, keep=keep) as s:
+    with scratch(settings, redis_db=redis_db, keep=keep) as s:
         mappings = s.dir / "mappings"
         workload.write_mappings(mappings)
         env = s.env(dict(os.environ))

@@ -107,9 +107,10 @@ def bench_ingest(
     workers: int = 1,
     prefer_wrk: bool = True,
     keep: bool = False,
+    redis_db: int = 14,
     progress: Progress = lambda _m: None,
 ) -> dict[str, Any]:
-    with scratch(settings, keep=keep) as s:
+    with scratch(settings, redis_db=redis_db, keep=keep) as s:
         workload.write_mappings(s.dir / "mappings")
         env = s.env(dict(os.environ))
         env["BENCH_API_KEY"] = s.key

@@ -24,6 +24,7 @@ from sqlalchemy.engine import make_url
 
 from hub.core import schema
 from hub.core.db import check_database, create_db_engine, session_factory
+from hub.core.errors import SettingError
 from hub.core.models import KeyKind
 from hub.core.queues import check_redis, connect_redis
 from hub.core.settings import Settings
@@ -68,6 +69,32 @@ def with_redis_db(url: str, db: int) -> str:
     return urlunsplit(parts._replace(path=f"/{db}"))
 
 
+SCRATCH_MARK = "hub:bench:scratch"  # set in a Redis DB that `hub bench` owns
+
+
+def claim_redis_db(redis: Redis, settings: Settings, redis_db: int) -> None:
+    """Refuse a Redis DB that holds someone else's keys: the bench flushes it."""
+    configured = urlsplit(settings.redis_url or "").path.lstrip("/") or "0"
+    where = f"Redis DB {redis_db} of {_server(settings.redis_url or '')}"
+    if configured == str(redis_db):
+        raise SettingError(
+            "--redis-db",
+            f"{where} is the one HUB_REDIS_URL uses; choose another with --redis-db N",
+        )
+    keys = int(redis.dbsize())
+    if keys and not redis.exists(SCRATCH_MARK):
+        raise SettingError(
+            "--redis-db",
+            f"{where} holds {keys} keys that are not hub bench's (it flushes the DB it uses); "
+            "choose an empty DB with --redis-db N, or empty this one yourself",
+        )
+
+
+def _server(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.hostname or 'localhost'}:{parts.port or 6379}"
+
+
 @contextmanager
 def scratch(settings: Settings, *, redis_db: int = 14, keep: bool = False) -> Iterator[Scratch]:
     tmp = Path(tempfile.mkdtemp(prefix="hub-bench-"))
@@ -109,7 +136,10 @@ def scratch(settings: Settings, *, redis_db: int = 14, keep: bool = False) -> It
         schema.upgrade(engine)
         redis = connect_redis(bench_settings)
         check_redis(redis, bench_settings)
+        if embedded is None:
+            claim_redis_db(redis, settings, redis_db)
         redis.flushdb()
+        redis.set(SCRATCH_MARK, "1")  # this DB is the bench's: a later bench may flush it
         with session_factory(engine).begin() as session:
             key = apikeys.create_key(
                 session, name="bench", tenant_slug="bench", kind=KeyKind.ADMIN, create_tenant=True

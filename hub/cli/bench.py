@@ -53,10 +53,23 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
     help="uvicorn worker processes.",
 )
 @click.option("--builtin", is_flag=True, help="Use the built-in load generator even if wrk exists.")
+@click.option(
+    "--redis-db",
+    type=click.IntRange(0, 15),
+    default=14,
+    show_default=True,
+    help="Scratch Redis DB index (flushed) on the configured server.",
+)
 @click.option("--keep", is_flag=True, help="Keep the scratch database and files.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def ingest(
-    concurrency: int, duration: float, workers: int, builtin: bool, keep: bool, as_json: bool
+    concurrency: int,
+    duration: float,
+    workers: int,
+    builtin: bool,
+    redis_db: int,
+    keep: bool,
+    as_json: bool,
 ) -> None:
     """Signed ~1 KB webhooks against the hub and against a bare 202 endpoint (the ceiling)."""
     from hub.bench.ingest import bench_ingest
@@ -64,7 +77,7 @@ def ingest(
 
     report = bench_ingest(
         load_settings(), concurrency=concurrency, duration=duration, workers=workers,
-        prefer_wrk=not builtin, keep=keep, progress=_progress(as_json),
+        prefer_wrk=not builtin, keep=keep, redis_db=redis_db, progress=_progress(as_json),
     )  # fmt: skip
     _print(report, as_json)
 
@@ -76,10 +89,23 @@ def ingest(
     "--workers", type=click.IntRange(1), default=2, show_default=True, help="hub worker processes."
 )
 @click.option("--timeout", type=click.FloatRange(10), default=600.0, show_default=True)
+@click.option(
+    "--redis-db",
+    type=click.IntRange(0, 15),
+    default=14,
+    show_default=True,
+    help="Scratch Redis DB index (flushed) on the configured server.",
+)
 @click.option("--keep", is_flag=True, help="Keep the scratch database and files.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def e2e(
-    events: int, concurrency: int, workers: int, timeout: float, keep: bool, as_json: bool
+    events: int,
+    concurrency: int,
+    workers: int,
+    timeout: float,
+    redis_db: int,
+    keep: bool,
+    as_json: bool,
 ) -> None:
     """N events fanned out to a fast local target through the standard worker set."""
     from hub.bench.e2e import bench_e2e
@@ -87,7 +113,7 @@ def e2e(
 
     report = bench_e2e(
         load_settings(), events=events, concurrency=concurrency, workers=workers,
-        timeout=timeout, keep=keep, progress=_progress(as_json),
+        timeout=timeout, keep=keep, redis_db=redis_db, progress=_progress(as_json),
     )  # fmt: skip
     _print(report, as_json)
 

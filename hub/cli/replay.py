@@ -90,6 +90,7 @@ def replay(
     """
     from sqlalchemy.orm import Session
 
+    from hub.core import audit
     from hub.core.dead_letters import DeadLetterFilter
     from hub.ops import replay as replaying
 
@@ -106,10 +107,12 @@ def replay(
         assert redis is not None
         if dead_letter_id:
             report = replaying.request_dead_letter(
-                engine, redis, dead_letter_id, remap=remap, dry_run=dry_run
+                engine, redis, dead_letter_id, remap=remap, dry_run=dry_run, actor=audit.cli_actor()
             )
         elif event_id:
-            report = replaying.request_event(engine, redis, event_id, remap=remap, dry_run=dry_run)
+            report = replaying.request_event(
+                engine, redis, event_id, remap=remap, dry_run=dry_run, actor=audit.cli_actor()
+            )
         else:
             with Session(engine) as session:
                 where = DeadLetterFilter(
@@ -142,6 +145,7 @@ def replay(
                     remap=remap,
                     dry_run=dry_run,
                     progress=bar.update,
+                    actor=audit.cli_actor(),
                 )
     if as_json:
         _echo_json(report.as_dict())
@@ -268,14 +272,14 @@ def discard_command(dead_letter_ids: tuple[str, ...]) -> None:
     """Close open dead letters without replaying them."""
     from sqlalchemy.orm import Session
 
-    from hub.core import dead_letters
+    from hub.core import audit, dead_letters
 
     with _services(redis_needed=False) as (engine, _), Session(engine) as session:
         with session.begin():
             letters = [dead_letters.get(session, i) for i in dead_letter_ids]  # all exist, or none
             for letter in letters:
                 before = letter.status.value
-                dead_letters.discard(session, letter.id)
+                dead_letters.discard(session, letter.id, actor=audit.cli_actor())
                 if before == "open":
                     click.echo(f"{letter.id}: discarded")
                 else:

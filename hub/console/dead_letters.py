@@ -20,7 +20,7 @@ from starlette.responses import Response
 
 from hub.console import templates
 from hub.console.session import page
-from hub.core import dead_letters
+from hub.core import audit, dead_letters
 from hub.core.dead_letters import DeadLetterFilter
 from hub.core.errors import BadRequest
 from hub.core.models import DeadLetter, DeadLetterStage, DeadLetterStatus
@@ -91,6 +91,7 @@ def _act(request: Request, principal: Principal, fields: dict[str, list[str]]) -
     if len(selected) > MAX_SELECTED:
         raise BadRequest(f"select at most {MAX_SELECTED}; use 'all that match' for more")
     tenant = principal.tenant_scope()
+    actor = audit.key_actor(principal.key_id)
     if scope == "selected":
         with Session(state.engine) as session:  # unknown or another tenant's: 404
             for letter_id in selected:
@@ -107,16 +108,18 @@ def _act(request: Request, principal: Principal, fields: dict[str, list[str]]) -
         return out
     if action == "discard":
         out["done"] = _discard(
-            state.engine, selected if scope == "selected" else None, where, tenant
+            state.engine, selected if scope == "selected" else None, where, tenant, actor
         )
         out["summary"] = f"discarded {out['done']} dead letter(s)"
         return out
     if scope == "matching":
-        report = replay.request_bulk(state.engine, state.redis, where)
+        report = replay.request_bulk(state.engine, state.redis, where, actor=actor)
     else:
         report = replay.Report(False)
         for letter_id in selected:
-            one = replay.request_dead_letter(state.engine, state.redis, letter_id, tenant_id=tenant)
+            one = replay.request_dead_letter(
+                state.engine, state.redis, letter_id, tenant_id=tenant, actor=actor
+            )
             report.items += one.items
             report.jobs += one.jobs
             report.queue = one.queue or report.queue
@@ -126,7 +129,7 @@ def _act(request: Request, principal: Principal, fields: dict[str, list[str]]) -
 
 
 def _discard(
-    engine: Engine, ids: list[str] | None, where: DeadLetterFilter, tenant: int | None
+    engine: Engine, ids: list[str] | None, where: DeadLetterFilter, tenant: int | None, actor: str
 ) -> int:
     done = 0
     if ids is None:
@@ -135,7 +138,7 @@ def _discard(
         for letter_id in ids:
             letter = dead_letters.get(session, letter_id, tenant_id=tenant)
             if letter.status == DeadLetterStatus.OPEN:
-                dead_letters.discard(session, letter_id, tenant_id=tenant)
+                dead_letters.discard(session, letter_id, tenant_id=tenant, actor=actor)
                 done += 1
     return done
 

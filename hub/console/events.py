@@ -21,12 +21,16 @@ from starlette.responses import RedirectResponse, Response
 
 from hub.console import templates
 from hub.console.session import page
-from hub.core.crypto import Cipher, DecryptionError
+from hub.core import audit
+from hub.core.crypto import Cipher, DecryptionError, person_hasher
+from hub.core.errors import BadRequest
 from hub.core.models import EventStatus, IntegrationEvent
+from hub.ingress.persons import KINDS
 from hub.ingress.principals import Principal
 from hub.mapping.live import LiveMappings
 from hub.mapping.simulate import describe
 from hub.ops import admin
+from hub.ops.erasure import events_of_person
 from hub.ops.params import EventsQuery, parse
 from hub.ops.replay import request_event
 
@@ -40,6 +44,31 @@ async def index(request: Request, principal: Principal) -> Response:
     if params.get("id"):
         return RedirectResponse(f"/console/events/{params['id']}", 303)
     params.setdefault("limit", str(PAGE))
+    if request.method == "POST":  # a person's identifier: posted, so it stays out of URLs
+        fields = request.state.form
+        kind = (fields.get("person_kind") or ["cpf"])[0]
+        value = (fields.get("person") or [""])[0].strip()
+        if kind not in KINDS or not value:
+            raise BadRequest("choose cpf, phone or email and type the identifier")
+        state = request.app.state
+        events = await run_in_threadpool(
+            events_of_person,
+            state.engine,
+            person_hasher(state.settings),
+            principal,
+            kind,
+            value,
+            _cipher(request),
+        )
+        return templates.render(
+            request,
+            "events.html",
+            events=events,
+            next_before=None,
+            filters={"person_kind": kind},
+            statuses=[s.value for s in EventStatus],
+            person_search=True,
+        )
     known = {k: v for k, v in params.items() if k in EventsQuery.model_fields}
     query = parse(EventsQuery, known)  # BadRequest names a bad filter
     found = await run_in_threadpool(admin.list_events, request.app.state.engine, principal, query)
@@ -122,6 +151,7 @@ async def replay(request: Request, principal: Principal) -> Response:
             request.path_params["event_id"],
             tenant_id=principal.tenant_scope(),
             remap=remap,
+            actor=audit.key_actor(principal.key_id),
         )
     )
     found = await run_in_threadpool(journey, request, principal, request.path_params["event_id"])

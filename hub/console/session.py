@@ -27,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from hub.console import templates
+from hub.core import audit
 from hub.core.crypto import derived_key
 from hub.core.db import session_factory
 from hub.core.errors import BadRequest, Forbidden, HubError, PayloadTooLarge
@@ -171,9 +172,15 @@ async def sign_in_form(request: Request) -> Response:
 
 
 def _find_key(engine: Any, secret: str) -> tuple[int, KeyKind] | None:
-    with session_factory(engine)() as session:
+    with session_factory(engine)() as session, session.begin():
         row = apikeys.find_valid(session, secret)
-        return None if row is None else (row.id, row.kind)
+        if row is None:
+            return None
+        if row.kind is not KeyKind.INGEST:  # a sign-in: into the audit log
+            audit.record(
+                session, audit.key_actor(row.id), "console.sign_in", tenant_id=row.tenant_id
+            )
+        return (row.id, row.kind)
 
 
 async def sign_in(request: Request) -> Response:

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, func, insert, select
 from sqlalchemy.orm import Session
 
-from hub.core import ids
+from hub.core import audit, ids
 from hub.core.errors import DeadLetterNotFound
 from hub.core.models import (
     DeadLetter,
@@ -135,13 +135,17 @@ def get(session: Session, dead_letter_id: str, *, tenant_id: int | None = None) 
     return letter
 
 
-def discard(session: Session, dead_letter_id: str, *, tenant_id: int | None = None) -> DeadLetter:
-    """Close an open dead letter without replaying it (an already closed one is left as is)."""
+def discard(
+    session: Session, dead_letter_id: str, *, actor: str, tenant_id: int | None = None
+) -> DeadLetter:
+    """Close an open dead letter without replaying it (an already closed one is left as is);
+    `actor` (hub.core.audit) goes into the audit log with it."""
     letter = get(session, dead_letter_id, tenant_id=tenant_id)
     if letter.status == DeadLetterStatus.OPEN:
         letter.status = DeadLetterStatus.DISCARDED
         letter.resolved_at = utcnow()
         session.flush()
+        audit.record(session, actor, "discard", tenant_id=letter.tenant_id, target=letter.id)
     return letter
 
 

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from hub.core import dead_letters, ids
+from hub.core import audit, dead_letters, ids
 from hub.core.crypto import Cipher, DecryptionError
 from hub.core.dead_letters import DeadLetterFilter
 from hub.core.errors import BadRequest, NotFound
@@ -305,6 +305,7 @@ async def event_replay(request: Request, principal: Principal) -> Response:
             tenant_id=principal.tenant_scope(),
             remap=body.remap,
             dry_run=body.dry_run,
+            actor=audit.key_actor(principal.key_id),
         )
     )
     return JSONResponse(report.as_dict(), status_code=200 if report.dry_run else 202)
@@ -333,7 +334,12 @@ async def dead_letter_show(request: Request, principal: Principal) -> Response:
 
 def _discard(engine: Engine, principal: Principal, letter_id: str) -> dict[str, Any]:
     with Session(engine) as session, session.begin():
-        letter = dead_letters.discard(session, letter_id, tenant_id=principal.tenant_scope())
+        letter = dead_letters.discard(
+            session,
+            letter_id,
+            tenant_id=principal.tenant_scope(),
+            actor=audit.key_actor(principal.key_id),
+        )
         return dead_letter_dict(letter)
 
 
@@ -356,6 +362,7 @@ async def dead_letter_replay(request: Request, principal: Principal) -> Response
             tenant_id=principal.tenant_scope(),
             remap=body.remap,
             dry_run=body.dry_run,
+            actor=audit.key_actor(principal.key_id),
         )
     )
     return JSONResponse(report.as_dict(), status_code=200 if report.dry_run else 202)
@@ -372,6 +379,7 @@ def _bulk(engine: Engine, redis: Any, principal: Principal, body: BulkReplayBody
         limit=limit,
         remap=body.remap,
         dry_run=body.dry_run,
+        actor=audit.key_actor(principal.key_id),
     )
 
 

@@ -41,7 +41,7 @@ from hub.core.models import (
 )
 from hub.ingress.persons import KINDS, normalise
 from hub.ingress.principals import Principal, requires_key
-from hub.ops.admin import json_body
+from hub.ops.admin import event_dict, json_body
 from hub.ops.params import ErasureRequest
 
 log = logging.getLogger("hub.ops.erasure")
@@ -67,6 +67,37 @@ def _event_ids(
     if tenant_id is not None:
         query = query.where(PersonIndex.tenant_id == tenant_id)
     return sorted(session.scalars(query))
+
+
+PERSON_PAGE = 200  # events shown for one person, newest first
+
+
+def events_of_person(
+    engine: Engine,
+    hasher: PersonHasher,
+    principal: Principal,
+    kind: str,
+    value: str,
+    cipher: Cipher | None = None,
+) -> list[dict[str, Any]]:
+    """The newest events that carry a person's identifier (found through the person index, so
+    only sources that declare `personal:`), within what `principal` may see."""
+    wanted = [(kind, normalise(kind, value))]
+    with Session(engine) as session:
+        ids = _event_ids(session, hasher, wanted, principal.tenant_scope())[-PERSON_PAGE:]
+        events = list(
+            session.scalars(
+                select(IntegrationEvent)
+                .where(IntegrationEvent.id.in_(ids))
+                .order_by(IntegrationEvent.id.desc())
+            )
+        )
+        slugs = dict(
+            session.execute(
+                select(Tenant.id, Tenant.slug).where(Tenant.id.in_({e.tenant_id for e in events}))
+            ).all()
+        )
+    return [event_dict(e, slugs.get(e.tenant_id), cipher) for e in events]
 
 
 def _chunks(items: list[str]) -> list[list[str]]:

@@ -35,7 +35,7 @@ from redis import Redis
 from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.orm import Session
 
-from hub.core import dead_letters, metrics
+from hub.core import audit, dead_letters, metrics
 from hub.core.context import JobContext, SweepContext
 from hub.core.dead_letters import DeadLetterFilter
 from hub.core.errors import BadRequest, NotFound, ReplayFailed
@@ -210,6 +210,16 @@ def _enqueue(redis: Redis, report: Report, queue: QueueName) -> None:
     metrics.replay_requested("remap", "enqueued", len(remaps))
 
 
+def _audit(
+    engine: Engine, actor: str, report: Report, tenant_id: int | None, target: str | None
+) -> None:
+    """A replay that enqueued something goes into the audit log (a dry run does not)."""
+    if report.dry_run or not report.enqueued:
+        return
+    detail = {"replay": report.count("replay"), "remap": report.count("remap")}
+    audit.record_now(engine, actor, "replay", tenant_id=tenant_id, target=target, detail=detail)
+
+
 def request_dead_letter(
     engine: Engine,
     redis: Redis,
@@ -218,12 +228,14 @@ def request_dead_letter(
     tenant_id: int | None = None,
     remap: bool = False,
     dry_run: bool = False,
+    actor: str,
 ) -> Report:
     """Replay one dead letter (on the `retry` queue); DeadLetterNotFound for an unknown id."""
     with Session(engine) as session:
         letter = dead_letters.get(session, dead_letter_id, tenant_id=tenant_id)
         report = Report(dry_run, [_judge_dead_letter(session, letter, remap)])
     _enqueue(redis, report, QueueName.RETRY)
+    _audit(engine, actor, report, letter.tenant_id, dead_letter_id)
     return report
 
 
@@ -235,6 +247,7 @@ def request_event(
     tenant_id: int | None = None,
     remap: bool = False,
     dry_run: bool = False,
+    actor: str,
 ) -> Report:
     """Replay an event's open dead letters, or (`remap`) run it through today's mappings."""
     with Session(engine) as session:
@@ -267,7 +280,9 @@ def request_event(
             report.items.extend(_judge_dead_letter(session, letter, False) for letter in letters)
             if not letters:
                 report.items.append(Item("event", event.id, "skip", _why_nothing(session, event)))
+        owner = event.tenant_id
     _enqueue(redis, report, QueueName.RETRY)
+    _audit(engine, actor, report, owner, event_id)
     return report
 
 
@@ -322,6 +337,7 @@ def request_bulk(
     limit: int | None = None,
     remap: bool = False,
     dry_run: bool = False,
+    actor: str,
     progress: Callable[[int], None] | None = None,
 ) -> Report:
     """Replay every open dead letter matching `where` (bulk: jobs on the `low` queue)."""
@@ -337,6 +353,7 @@ def request_bulk(
         report.queue = part.queue
         if progress is not None:
             progress(len(chunk))
+    _audit(engine, actor, report, where.tenant_id, None)
     return report
 
 

@@ -90,7 +90,7 @@ def test_discarding_closes_a_dead_letter_and_hides_it_from_the_open_list(
 ) -> None:
     oldest = seeded["ids"][0]
     with session_factory(engine)() as session:
-        letter = dead_letters.discard(session, oldest)
+        letter = dead_letters.discard(session, oldest, actor="cli:test")
         session.commit()
         assert letter.status == DeadLetterStatus.DISCARDED and letter.resolved_at is not None
         assert oldest not in [d.id for d in dead_letters.list_dead_letters(session)]
@@ -108,6 +108,6 @@ def test_an_unknown_or_foreign_dead_letter_is_not_found(
         with pytest.raises(DeadLetterNotFound, match="dlq_nope"):
             dead_letters.get(session, "dlq_nope")
         with pytest.raises(DeadLetterNotFound):
-            dead_letters.discard(session, newest, tenant_id=seeded["tenants"][0])
+            dead_letters.discard(session, newest, tenant_id=seeded["tenants"][0], actor="cli:test")
         assert dead_letters.get(session, newest, tenant_id=seeded["tenants"][1]).id == newest
         assert DeadLetterNotFound.status_code == 404

@@ -55,7 +55,7 @@ def test_requeuing_a_failed_replay_from_the_dashboard_delivers_and_closes_the_de
 
     # the operator replays while the target is still down: the job fails, visibly
     target.replies(Reply(status=503))
-    report = replay.request_dead_letter(ctx.engine, ctx.redis, letter_id)
+    report = replay.request_dead_letter(ctx.engine, ctx.redis, letter_id, actor="cli:test")
     [job_id] = report.jobs
     work(ctx.redis)
     failed = FailedJobRegistry("retry", connection=ctx.redis)

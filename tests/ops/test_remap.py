@@ -87,9 +87,11 @@ def test_remap_rebuilds_the_dead_delivery_and_adds_todays_routes(
     write_mappings(tmp_path, target.url, NEW)
     apply_mappings(ctx.engine, ctx.redis, load_mappings(tmp_path))
     ctx.cache.pop("mappings", None)  # as a worker that has not loaded mappings yet
-    dry = replay.request_event(ctx.engine, ctx.redis, event_id, remap=True, dry_run=True)
+    dry = replay.request_event(
+        ctx.engine, ctx.redis, event_id, remap=True, dry_run=True, actor="cli:test"
+    )
     assert dry.count("remap") == 1 and dry.jobs == []
-    report = replay.request_event(ctx.engine, ctx.redis, event_id, remap=True)
+    report = replay.request_event(ctx.engine, ctx.redis, event_id, remap=True, actor="cli:test")
     assert report.queue == "retry" and len(report.jobs) == 1
     work(ctx.redis)
 

@@ -49,7 +49,7 @@ def test_a_replay_resends_the_same_delivery_and_closes_the_letter_on_success(
     delivery_id = dead_delivery(ctx, world, target)
     letter = letter_of(ctx, delivery_id)
 
-    report = replay.request_dead_letter(ctx.engine, ctx.redis, letter.id)
+    report = replay.request_dead_letter(ctx.engine, ctx.redis, letter.id, actor="cli:test")
     assert (report.queue, report.count("replay"), len(report.jobs)) == ("retry", 1, 1)
     assert get_queue(ctx.redis, "retry").count == 1
     assert letter_of(ctx, delivery_id).status == DeadLetterStatus.OPEN  # asking changes nothing
@@ -60,7 +60,7 @@ def test_a_replay_resends_the_same_delivery_and_closes_the_letter_on_success(
     assert closed.status == DeadLetterStatus.REPLAYED
     assert [s.headers["webhook-id"] for s in target.seen] == [delivery_id, delivery_id]
 
-    again = replay.request_dead_letter(ctx.engine, ctx.redis, letter.id)
+    again = replay.request_dead_letter(ctx.engine, ctx.redis, letter.id, actor="cli:test")
     assert again.count("skip") == 1 and again.jobs == []
     assert again.items[0].reason == "dead letter already replayed"
 
@@ -73,28 +73,37 @@ def test_replaying_an_event_already_delivered_does_nothing_and_says_so(
     deliver_batch(ctx, [delivery_id])
     with ctx.sessions() as session:
         event_id = session.get(WebhookDelivery, delivery_id).event_id  # type: ignore[union-attr]
-    report = replay.request_event(ctx.engine, ctx.redis, event_id)
+    report = replay.request_event(ctx.engine, ctx.redis, event_id, actor="cli:test")
     assert report.jobs == [] and report.count("skip") == 1
     assert report.items[0].reason == "all 1 deliveries already delivered"
     assert get_queue(ctx.redis, "retry").count == 0
     with pytest.raises(NotFound):
-        replay.request_event(ctx.engine, ctx.redis, "evt_nope")
+        replay.request_event(ctx.engine, ctx.redis, "evt_nope", actor="cli:test")
 
 
 def test_bulk_replay_filters_dry_runs_and_goes_through_low(
     ctx: WorkerContext, world: World, target: TargetServer
 ) -> None:
     dead = [dead_delivery(ctx, world, target) for _ in range(3)]
-    nothing = replay.request_bulk(ctx.engine, ctx.redis, DeadLetterFilter(endpoint="erp"))
+    nothing = replay.request_bulk(
+        ctx.engine, ctx.redis, DeadLetterFilter(endpoint="erp"), actor="cli:test"
+    )
     assert nothing.items == [] and nothing.jobs == []
 
-    dry = replay.request_bulk(ctx.engine, ctx.redis, DeadLetterFilter(endpoint="crm"), dry_run=True)
+    dry = replay.request_bulk(
+        ctx.engine, ctx.redis, DeadLetterFilter(endpoint="crm"), dry_run=True, actor="cli:test"
+    )
     assert dry.count("replay") == 3 and dry.jobs == []
     assert get_queue(ctx.redis, "low").count == 0
 
     seen: list[int] = []
     bulk = replay.request_bulk(
-        ctx.engine, ctx.redis, DeadLetterFilter(source="site"), limit=2, progress=seen.append
+        ctx.engine,
+        ctx.redis,
+        DeadLetterFilter(source="site"),
+        limit=2,
+        progress=seen.append,
+        actor="cli:test",
     )
     assert bulk.queue == "low" and bulk.count("replay") == 2 and sum(seen) == 2
     work(ctx.redis)
@@ -194,7 +203,7 @@ def test_a_retrying_replay_is_closed_once_a_later_attempt_delivers(
     deliver_batch(ctx, [delivery_id])
     letter = letter_of(ctx, delivery_id)
     target.replies(Reply(status=500))
-    replay.request_dead_letter(ctx.engine, ctx.redis, letter.id)
+    replay.request_dead_letter(ctx.engine, ctx.redis, letter.id, actor="cli:test")
     work(ctx.redis)
     assert status_of(ctx, delivery_id) == DeliveryStatus.RETRYING
     assert letter_of(ctx, delivery_id).status == DeadLetterStatus.OPEN
