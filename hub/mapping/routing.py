@@ -26,12 +26,11 @@ import orjson
 from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from hub.core import ids, metrics
+from hub.core import dead_letters, ids, metrics
 from hub.core.context import JobContext, SweepContext
 from hub.core.crypto import Cipher
 from hub.core.errors import RedisUnavailable
 from hub.core.models import (
-    DeadLetter,
     DeadLetterStage,
     DeliveryStatus,
     EventStatus,
@@ -257,7 +256,7 @@ def _route_batch(
         if scheduled:
             session.execute(insert(RetryQueue), scheduled)
         if dead:
-            session.execute(insert(DeadLetter), dead)
+            dead_letters.create_many(session, dead)
         for status, event_ids_done in (
             (EventStatus.PROCESSED, out.processed),
             (EventStatus.NO_ROUTE, out.no_route),
@@ -306,16 +305,13 @@ def _payload(cipher: Cipher, blob: bytes | None) -> Any:
 
 
 def _dead_letter(event: Any, reason: str) -> dict[str, Any]:
-    return {
-        "id": ids.new_id(ids.DEAD_LETTER),
-        "tenant_id": event.tenant_id,
-        "event_id": event.id,
-        "source": event.source,
-        "stage": DeadLetterStage.MAPPING,
-        "reason": reason,
-        "attempts": 0,
-        "created_at": utcnow(),
-    }
+    return dead_letters.new_row(
+        tenant_id=event.tenant_id,
+        event_id=event.id,
+        source=event.source,
+        stage=DeadLetterStage.MAPPING,
+        reason=reason,
+    )
 
 
 def _enqueue(ctx: JobContext, batches: dict[str, list[str]]) -> None:
