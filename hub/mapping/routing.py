@@ -26,7 +26,7 @@ import orjson
 from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from hub.core import dead_letters, ids, metrics
+from hub.core import clock, dead_letters, ids, metrics
 from hub.core.context import JobContext, SweepContext
 from hub.core.crypto import Cipher
 from hub.core.errors import RedisUnavailable
@@ -38,7 +38,6 @@ from hub.core.models import (
     RetryQueue,
     Tenant,
     WebhookDelivery,
-    utcnow,
 )
 from hub.core.queues import DELIVER, PROCESS_EVENTS, enqueue_ids
 from hub.core.tenants import TenantSettings
@@ -93,7 +92,7 @@ def process_events(ctx: JobContext, event_ids: list[str]) -> dict[str, int]:
 
 def _lease(ctx: JobContext, event_ids: list[str]) -> datetime:
     """Take the events still waiting (or whose lease expired); returns the lease's token."""
-    now = utcnow()
+    now = clock.now(ctx.engine)  # the sweeper compares the lease on its host: one clock
     token = now + timedelta(seconds=EVENT_LEASE, microseconds=random.randrange(1_000_000))
     takeable = or_(
         IntegrationEvent.status.in_((EventStatus.RECEIVED, EventStatus.QUEUED)),
@@ -117,7 +116,7 @@ def _lease(ctx: JobContext, event_ids: list[str]) -> datetime:
 def expire_event_leases(ctx: SweepContext) -> int:
     """Sweeper task: events `processing` past their lease (their mapping job died or failed)
     go to their queues again, within seconds rather than after `REQUEUE_AFTER`."""
-    now = utcnow()
+    now = clock.now(ctx.engine)
     expired = and_(
         IntegrationEvent.status == EventStatus.PROCESSING,
         IntegrationEvent.lease_expires_at < now,
@@ -181,7 +180,7 @@ def _route_batch(
                 ).where(WebhookDelivery.event_id.in_([e.id for e in events]))
             )
         }
-        now = utcnow()
+        now = clock.now(ctx.engine)
         deliveries: list[dict[str, Any]] = []
         scheduled: list[dict[str, Any]] = []
         dead: list[dict[str, Any]] = []
@@ -218,7 +217,7 @@ def _route_batch(
                 delivery_id = ids.new_id(ids.DELIVERY)
                 due = None
                 if planned.delay:
-                    due = now + timedelta(seconds=planned.delay)
+                    due = clock.now(ctx.engine) + timedelta(seconds=planned.delay)
                     scheduled.append(
                         {
                             "delivery_id": delivery_id,
@@ -329,7 +328,7 @@ def _enqueue(ctx: JobContext, batches: dict[str, list[str]]) -> None:
 
 
 def _schedule_now(ctx: JobContext, delivery_ids: list[str]) -> None:
-    now = utcnow()
+    now = clock.now(ctx.engine)
     with ctx.sessions() as session, session.begin():
         have = set(
             session.scalars(
