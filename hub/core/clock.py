@@ -67,7 +67,10 @@ def measure(engine: Engine) -> timedelta:
 
 
 def offset(engine: Engine) -> timedelta:
-    """The offset in use, measured again when older than REFRESH seconds."""
+    """The offset in use, measured again when older than REFRESH seconds. SQLite is a file on
+    this host: its clock is this host's, so the offset is zero (not a ms-rounded measure)."""
+    if engine.dialect.name == "sqlite":
+        return timedelta(0)
     with _guard:
         found = _offsets.setdefault(engine, _Offset())
     stale = found.measured_at is None or time.monotonic() - found.measured_at > REFRESH

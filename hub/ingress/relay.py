@@ -69,7 +69,9 @@ def requeue_lost(
     except (RedisError, OSError) as exc:
         raise RedisUnavailable(f"cannot check the Redis sentinel: {exc}") from exc
     now = clock.now(engine)
-    cutoff = now - timedelta(seconds=0 if lost_data else older_than)
+    # Redis lost its data: every waiting event (one clock's rounding later, for rows written
+    # with a web host's clock); else the ones waiting longer than `older_than`
+    cutoff = now + timedelta(seconds=1) if lost_data else now - timedelta(seconds=older_than)
     moved = 0
     while True:
         try:
