@@ -65,3 +65,8 @@ def current() -> WorkerContext:
     if _current is None:
         _current = WorkerContext.from_settings(Settings())
     return _current
+
+
+def current_or_none() -> WorkerContext | None:
+    """The installed context, if any (never builds one)."""
+    return _current

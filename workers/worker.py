@@ -75,6 +75,18 @@ class HubWorker(SimpleWorker):
         finally:
             self.busy = False
 
+    def work(self, *args: Any, **kwargs: Any) -> bool:
+        """RQ's loop; with `burst`, it returns once the sends its jobs handed to endpoint lanes
+        are finished too (the deliver job does not wait for them)."""
+        worked = super().work(*args, **kwargs)
+        if kwargs.get("burst"):
+            ctx = context.current_or_none()
+            for value in list(ctx.cache.values()) if ctx is not None else []:
+                drain = getattr(value, "drain", None)
+                if callable(drain):
+                    drain()
+        return bool(worked)
+
     def heartbeat(self, *args: Any, **kwargs: Any) -> None:
         super().heartbeat(*args, **kwargs)
         self.outage.recovered()  # the heartbeat reached Redis

@@ -5,6 +5,7 @@ errors.py       the one error tree (HTTP status, code and exit code per class)
 responses.py    that tree as the JSON error body of HTTP answers
 ids.py units.py public ids (evt_, dlv_, dlq_), durations, sizes and rates
 db.py schema.py the engine, migrations (alembic) and their checks
+clock.py        one clock per installation: the database's, for leases, due times and cut-offs
 models.py       the tables, their statuses as enums
 queues.py       queue names, job names, Redis keys and the Redis connection, defined once
 context.py      the Protocols jobs and sweep tasks receive (what workers/ passes in)

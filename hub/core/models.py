@@ -359,7 +359,10 @@ class RetryQueue(Base):
 
 class DeadLetter(Base):
     __tablename__ = "dead_letter"
-    __table_args__ = (Index("ix_dead_letter_status_created", "status", "created_at"),)
+    __table_args__ = (
+        Index("ix_dead_letter_status_created", "status", "created_at"),
+        Index("uq_dead_letter_open_key", "open_key", unique=True),
+    )
 
     id: Mapped[str] = mapped_column(PublicId, primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"))
@@ -377,6 +380,9 @@ class DeadLetter(Base):
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     resolved_at: Mapped[datetime | None] = mapped_column(Timestamp)
     erased_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # "stage:delivery id" (or "stage:event id" without a delivery) while open, NULL once
+    # resolved: at most one open dead letter per (delivery or event, stage); see dead_letters
+    open_key: Mapped[str | None] = mapped_column(String(48))
 
 
 class SyncJob(Base):

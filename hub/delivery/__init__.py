@@ -9,7 +9,8 @@ kinds.py        one adapter per endpoint kind for a process
 retry.py        retry policy as data and the pure next_delay
 breaker.py      the circuit breaker: a few Redis keys per endpoint
 throttle.py     the outgoing rate limit per endpoint
-jobs.py         the deliver job: leases, concurrent sends, attempts, retries, dead letters
+lanes.py        each endpoint's sends on its own threads, at its own concurrency
+jobs.py         the deliver job: leases, sends per endpoint lane, attempts, retries, dead letters
 pauses.py       pausing an endpoint: its deliveries wait untried, released on resume
 sweeps.py       due retries, expired leases and pending deliveries back on their queues
 

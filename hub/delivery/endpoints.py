@@ -11,6 +11,7 @@ endpoints:
     retry: {max_attempts: 8, base: 10s, max_delay: 6h}
     circuit: {failures: 5, recovery: 30s}
     rate_limit: 10/s
+    concurrency: 8                # sends in flight per worker process (default: from the above)
   whatsapp: {kind: zapi, url: "env:ZAPI_BASE_URL", instance: "env:{TENANT}_ZAPI_INSTANCE",
              token: "env:{TENANT}_ZAPI_TOKEN", client_token: "env:{TENANT}_ZAPI_CLIENT_TOKEN"}
   email: {kind: email, host: "env:SMTP_HOST", port: "env:SMTP_PORT", username: "env:SMTP_USER",
@@ -88,6 +89,7 @@ class EndpointConfig(ConfigModel):
     retry: RetryConfig = RetryConfig()
     circuit: CircuitConfig = CircuitConfig()
     rate_limit: Rate | None = None
+    concurrency: int | None = Field(default=None, ge=1, le=64)  # see hub.delivery.lanes
     # zapi
     instance: str | None = None
     token: str | None = None

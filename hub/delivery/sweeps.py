@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from redis import Redis
 from sqlalchemy import Connection, Engine, and_, delete, insert, select, update
 
-from hub.core import dead_letters
+from hub.core import clock, dead_letters
 from hub.core.models import (
     DeadLetterStage,
     DeliveryAttempt,
@@ -30,7 +30,6 @@ from hub.core.models import (
     IntegrationEvent,
     RetryQueue,
     WebhookDelivery,
-    utcnow,
 )
 from hub.core.queues import DELIVER, QueueName, enqueue_ids
 from hub.core.settings import Settings
@@ -64,7 +63,7 @@ def _enqueue(redis: Redis, by_queue: dict[str, list[str]]) -> int:
 
 
 def enqueue_due_retries(ctx: SweepCtx, *, reenqueue_after: float = REENQUEUE_AFTER) -> int:
-    now = utcnow()
+    now = clock.now(ctx.engine)
     with ctx.engine.connect() as conn:
         rows = conn.execute(
             select(
@@ -106,7 +105,7 @@ def expire_leases(ctx: SweepCtx) -> int:
     kills its worker every time ends in the dead letters instead of looping (replay brings it
     back like any other).
     """
-    now = utcnow()
+    now = clock.now(ctx.engine)
     expired = and_(
         WebhookDelivery.status == DeliveryStatus.DELIVERING,
         WebhookDelivery.lease_expires_at < now,
@@ -246,7 +245,7 @@ def _dead_letters(conn: Connection, rows: list[Any], now: datetime) -> None:
 
 
 def relay_pending(ctx: SweepCtx, *, stale_after: float = PENDING_STALE_AFTER) -> int:
-    now = utcnow()
+    now = clock.now(ctx.engine)
     cutoff = now - timedelta(seconds=stale_after)
     scheduled = select(RetryQueue.delivery_id).where(RetryQueue.delivery_id == WebhookDelivery.id)
     stale = and_(

@@ -17,9 +17,10 @@ from redis.exceptions import RedisError
 from sqlalchemy import Engine, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
+from hub.core import clock
 from hub.core.context import SweepContext
 from hub.core.errors import DatabaseUnavailable, RedisUnavailable
-from hub.core.models import EventStatus, utcnow
+from hub.core.models import EventStatus
 from hub.core.queues import PROCESS_EVENTS, SENTINEL_KEY, enqueue_ids
 from hub.ingress.events import JOB_BATCH, enqueue_events, events_table, unavailable
 
@@ -34,7 +35,7 @@ def relay_received(
     engine: Engine, redis: Redis, older_than: float = RELAY_AFTER, limit: int = RELAY_LIMIT
 ) -> int:
     """Enqueue events left `received` for more than `older_than` seconds; returns how many."""
-    cutoff = utcnow() - timedelta(seconds=older_than)
+    cutoff = clock.now(engine) - timedelta(seconds=older_than)
     try:
         with engine.connect() as conn:
             rows = conn.execute(
@@ -67,7 +68,10 @@ def requeue_lost(
         lost_data = bool(redis.set(SENTINEL_KEY, "1", nx=True))
     except (RedisError, OSError) as exc:
         raise RedisUnavailable(f"cannot check the Redis sentinel: {exc}") from exc
-    cutoff = utcnow() - timedelta(seconds=0 if lost_data else older_than)
+    now = clock.now(engine)
+    # Redis lost its data: every waiting event (one clock's rounding later, for rows written
+    # with a web host's clock); else the ones waiting longer than `older_than`
+    cutoff = now + timedelta(seconds=1) if lost_data else now - timedelta(seconds=older_than)
     moved = 0
     while True:
         try:
@@ -83,7 +87,7 @@ def requeue_lost(
                     conn.execute(
                         update(events_table)
                         .where(events_table.c.id.in_([r.id for r in rows]))
-                        .values(updated_at=utcnow())
+                        .values(updated_at=now)
                     )
         except SQLAlchemyError as exc:
             raise DatabaseUnavailable(unavailable("cannot read queued events", exc)) from exc

@@ -26,12 +26,11 @@ import orjson
 from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from hub.core import ids, metrics
+from hub.core import clock, dead_letters, ids, metrics
 from hub.core.context import JobContext, SweepContext
 from hub.core.crypto import Cipher
 from hub.core.errors import RedisUnavailable
 from hub.core.models import (
-    DeadLetter,
     DeadLetterStage,
     DeliveryStatus,
     EventStatus,
@@ -39,7 +38,6 @@ from hub.core.models import (
     RetryQueue,
     Tenant,
     WebhookDelivery,
-    utcnow,
 )
 from hub.core.queues import DELIVER, PROCESS_EVENTS, enqueue_ids
 from hub.core.tenants import TenantSettings
@@ -94,7 +92,7 @@ def process_events(ctx: JobContext, event_ids: list[str]) -> dict[str, int]:
 
 def _lease(ctx: JobContext, event_ids: list[str]) -> datetime:
     """Take the events still waiting (or whose lease expired); returns the lease's token."""
-    now = utcnow()
+    now = clock.now(ctx.engine)  # the sweeper compares the lease on its host: one clock
     token = now + timedelta(seconds=EVENT_LEASE, microseconds=random.randrange(1_000_000))
     takeable = or_(
         IntegrationEvent.status.in_((EventStatus.RECEIVED, EventStatus.QUEUED)),
@@ -118,7 +116,7 @@ def _lease(ctx: JobContext, event_ids: list[str]) -> datetime:
 def expire_event_leases(ctx: SweepContext) -> int:
     """Sweeper task: events `processing` past their lease (their mapping job died or failed)
     go to their queues again, within seconds rather than after `REQUEUE_AFTER`."""
-    now = utcnow()
+    now = clock.now(ctx.engine)
     expired = and_(
         IntegrationEvent.status == EventStatus.PROCESSING,
         IntegrationEvent.lease_expires_at < now,
@@ -182,7 +180,7 @@ def _route_batch(
                 ).where(WebhookDelivery.event_id.in_([e.id for e in events]))
             )
         }
-        now = utcnow()
+        now = clock.now(ctx.engine)
         deliveries: list[dict[str, Any]] = []
         scheduled: list[dict[str, Any]] = []
         dead: list[dict[str, Any]] = []
@@ -219,7 +217,7 @@ def _route_batch(
                 delivery_id = ids.new_id(ids.DELIVERY)
                 due = None
                 if planned.delay:
-                    due = now + timedelta(seconds=planned.delay)
+                    due = clock.now(ctx.engine) + timedelta(seconds=planned.delay)
                     scheduled.append(
                         {
                             "delivery_id": delivery_id,
@@ -257,7 +255,7 @@ def _route_batch(
         if scheduled:
             session.execute(insert(RetryQueue), scheduled)
         if dead:
-            session.execute(insert(DeadLetter), dead)
+            dead_letters.create_many(session, dead)
         for status, event_ids_done in (
             (EventStatus.PROCESSED, out.processed),
             (EventStatus.NO_ROUTE, out.no_route),
@@ -306,16 +304,13 @@ def _payload(cipher: Cipher, blob: bytes | None) -> Any:
 
 
 def _dead_letter(event: Any, reason: str) -> dict[str, Any]:
-    return {
-        "id": ids.new_id(ids.DEAD_LETTER),
-        "tenant_id": event.tenant_id,
-        "event_id": event.id,
-        "source": event.source,
-        "stage": DeadLetterStage.MAPPING,
-        "reason": reason,
-        "attempts": 0,
-        "created_at": utcnow(),
-    }
+    return dead_letters.new_row(
+        tenant_id=event.tenant_id,
+        event_id=event.id,
+        source=event.source,
+        stage=DeadLetterStage.MAPPING,
+        reason=reason,
+    )
 
 
 def _enqueue(ctx: JobContext, batches: dict[str, list[str]]) -> None:
@@ -333,7 +328,7 @@ def _enqueue(ctx: JobContext, batches: dict[str, list[str]]) -> None:
 
 
 def _schedule_now(ctx: JobContext, delivery_ids: list[str]) -> None:
-    now = utcnow()
+    now = clock.now(ctx.engine)
     with ctx.sessions() as session, session.begin():
         have = set(
             session.scalars(

@@ -411,8 +411,8 @@ def run_dead_letters(ctx: JobContext, dead_letter_ids: Sequence[str]) -> dict[st
 
 
 def _close(session: Session, letter: DeadLetter) -> None:
-    letter.status = DeadLetterStatus.REPLAYED
-    letter.resolved_at = utcnow()
+    for name, value in dead_letters.resolve_values(DeadLetterStatus.REPLAYED).items():
+        setattr(letter, name, value)
 
 
 def _settle(session: Session, delivery_id: str, letter_id: str) -> str:
@@ -585,7 +585,7 @@ def close_delivered_dead_letters(ctx: SweepContext) -> int:
             conn.execute(
                 update(DeadLetter)
                 .where(DeadLetter.id.in_(ids), DeadLetter.status == DeadLetterStatus.OPEN)
-                .values(status=DeadLetterStatus.REPLAYED, resolved_at=now)
+                .values(dead_letters.resolve_values(DeadLetterStatus.REPLAYED, now))
             )
     for letter_id in ids:
         log.info("replay.closed", extra={"dead_letter_id": letter_id, "status": "replayed"})
