@@ -164,20 +164,28 @@ class SecretCache:
         self._version: object = None
         self._loaded_at = 0.0
         self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def watch(self, interval: float) -> None:
         """Refresh every `interval` seconds in a daemon thread (web processes), until `stop`."""
 
         def loop() -> None:
-            while True:
-                self.refresh()
+            while not self._stop.is_set():
+                try:
+                    self.refresh()
+                except Exception as exc:  # noqa: BLE001 - the thread outlives any failure
+                    log.warning("secrets.not_reloaded", extra={"error_class": type(exc).__name__})
                 if self._stop.wait(interval):
                     return
 
-        threading.Thread(target=loop, name="hub-secrets", daemon=True).start()
+        self._thread = threading.Thread(target=loop, name="hub-secrets", daemon=True)
+        self._thread.start()
 
     def stop(self) -> None:
+        """End the watcher, and wait for it: the caller closes Redis and the engine next."""
         self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
 
     def get(self, tenant_slug: str, name: str) -> str | None:
         return self._values.get((tenant_slug, name))

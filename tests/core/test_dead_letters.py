@@ -159,7 +159,7 @@ def test_a_second_dead_letter_for_the_same_event_and_stage_refreshes_the_open_on
         letters = dead_letters.list_dead_letters(session, DeadLetterFilter(status=None))
         assert [(d.id, d.reason) for d in letters] == [(first, "two")], letters
         assert second == first
-        dead_letters.discard(session, first)  # closed: the key is free again
+        dead_letters.discard(session, first, actor="cli:test")  # closed: the key is free again
         session.commit()
     with engine.begin() as conn:
         [third] = dead_letters.create_many(conn, [_mapping_letter(tenant, event_id, "three")])

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,39 +16,16 @@ from hub.core.queues import DELIVER, enqueue_ids
 from hub.core.settings import Settings
 from tests.delivery.conftest import Reply, TargetServer, World
 from tests.delivery.test_jobs import attempts, delivery, run_until
+from tests.hub_processes import HubProcesses
 from workers.context import WorkerContext
 from workers.sweeper import SweepContext
 
 
 @pytest.fixture
 def start_worker(settings: Settings, tmp_path: Path) -> Iterator[object]:
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start(*queues: str) -> subprocess.Popen[bytes]:
-        env = {
-            **os.environ,
-            "HUB_DATABASE_URL": settings.effective_database_url,
-            "HUB_REDIS_URL": settings.redis_url or "",
-            "HUB_DATA_DIR": str(settings.data_dir),  # the same secret.key as the test's cipher
-            "HUB_LOG_LEVEL": "WARNING",
-        }
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "hub", "worker", *queues],
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(10)
-        if proc.stderr:
-            proc.stderr.close()
+    processes = HubProcesses(settings, tmp_path)
+    yield lambda *queues: processes.start("worker", *queues)
+    processes.close()
 
 
 def test_a_worker_killed_mid_send_leaves_a_lease_that_expires_and_the_delivery_completes(

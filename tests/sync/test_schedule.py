@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +18,7 @@ from hub.core.models import IntegrationEvent, SyncJob, SyncJobStatus, SyncRun, u
 from hub.core.queues import QueueName, get_queue
 from hub.core.settings import Settings
 from hub.sync.schedule import apply_syncs, claim_due_syncs
+from tests.hub_processes import HubProcesses
 from tests.sync.conftest import T0, CrmApi, add_tenant, item, job, sync_config
 from workers import jobs
 from workers.context import WorkerContext
@@ -108,32 +107,9 @@ def _all_jobs(engine: Engine) -> list[SyncJob]:
 
 @pytest.fixture
 def worker_process(settings: Settings, tmp_path: Path) -> Iterator[object]:
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start() -> subprocess.Popen[bytes]:
-        env = {
-            **os.environ,
-            "HUB_DATABASE_URL": settings.effective_database_url,
-            "HUB_REDIS_URL": settings.redis_url or "",
-            "HUB_DATA_DIR": str(settings.data_dir),
-            "HUB_SYNC_LEASE": "1",
-            "HUB_LOG_LEVEL": "WARNING",
-        }
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "hub", "worker", "low"],
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(10)
+    processes = HubProcesses(settings, tmp_path)
+    yield lambda: processes.start("worker", "low", HUB_SYNC_LEASE="1")
+    processes.close()
 
 
 def test_a_worker_killed_mid_run_is_retried_after_its_lease_and_skips_nothing(

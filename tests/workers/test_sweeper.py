@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from hub.core.settings import Settings
 from tests.delivery.conftest import World
 from tests.delivery.test_jobs import delivery
 from tests.faults import database_proxy
+from tests.hub_processes import HubProcesses
 from tests.workers.test_worker import messages, wait_for
 from workers.context import WorkerContext
 from workers.sweeper import SweepContext, Sweeper
@@ -132,34 +132,15 @@ def test_a_stale_leader_can_neither_renew_nor_release_its_successors_lock(redis:
 
 @pytest.fixture
 def start_sweeper(settings: Settings, tmp_path: Path) -> Iterator[object]:
-    started: list[subprocess.Popen[bytes]] = []
+    processes = HubProcesses(settings, tmp_path)
 
     def start(database_url: str | None = None) -> subprocess.Popen[bytes]:
-        env = {
-            **os.environ,
-            "HUB_DATABASE_URL": database_url or settings.effective_database_url,
-            "HUB_REDIS_URL": settings.redis_url or "",
-            "HUB_DATA_DIR": str(settings.data_dir),
-            "HUB_LOG_LEVEL": "WARNING",
-            "HUB_LOG_FORMAT": "json",
-        }
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "hub", "sweeper", "--interval", "0.2"],
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+        return processes.start(
+            "sweeper", "--interval", "0.2", database_url=database_url, HUB_LOG_FORMAT="json"
         )
-        started.append(proc)
-        return proc
 
     yield start
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(10)
-        if proc.stderr:
-            proc.stderr.close()
+    processes.close()
 
 
 def _leader_pid(redis: Redis) -> int | None:

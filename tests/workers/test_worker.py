@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +17,7 @@ from hub.core.settings import Settings
 from tests.delivery.conftest import Reply, TargetServer, World
 from tests.delivery.test_jobs import delivery
 from tests.faults import TcpProxy, redis_proxy
+from tests.hub_processes import HubProcesses
 from workers.context import WorkerContext
 
 CUT_SECONDS = 3.0
@@ -49,34 +48,16 @@ def proxy(settings: Settings) -> Iterator[TcpProxy]:
 
 @pytest.fixture
 def start_worker(settings: Settings, tmp_path: Path) -> Iterator[StartWorker]:
-    started: list[subprocess.Popen[bytes]] = []
+    processes = HubProcesses(settings, tmp_path)
 
     def start(*queues: str, redis_url: str | None = None, database_url: str | None = None):
-        env = {
-            **os.environ,
-            "HUB_DATABASE_URL": database_url or settings.effective_database_url,
-            "HUB_REDIS_URL": redis_url or settings.redis_url or "",
-            "HUB_DATA_DIR": str(settings.data_dir),  # the same secret.key as the test's cipher
-            "HUB_LOG_LEVEL": "WARNING",
-            "HUB_LOG_FORMAT": "json",
-        }
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "hub", "worker", *queues],
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        started.append(proc)
-        return proc
+        return processes.start(
+            "worker", *queues, redis_url=redis_url, database_url=database_url,
+            HUB_LOG_FORMAT="json",
+        )  # fmt: skip
 
     yield start
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(10)
-        if proc.stderr:
-            proc.stderr.close()
+    processes.close()
 
 
 def wait_for(check: Callable[[], bool], timeout: float, what: str) -> float:
