@@ -105,15 +105,17 @@ def _requeue_all(engine: Engine, redis: Redis, limit: int) -> int:
     """Redis lost its data: every waiting event, at once (one clock's rounding later, for rows
     written with a web host's clock)."""
     moved = 0
+    now = clock.now(engine)
+    last = ""  # pages in id order: the rows requeued keep matching the cut-off
     while True:
-        now = clock.now(engine)
         try:
             with engine.connect() as conn:
                 rows = conn.execute(
                     select(events_table.c.id, events_table.c.queue)
                     .where(events_table.c.status.in_(WAITING))
                     .where(events_table.c.updated_at <= now + timedelta(seconds=1))
-                    .order_by(events_table.c.updated_at)
+                    .where(events_table.c.id > last)
+                    .order_by(events_table.c.id)
                     .limit(limit)
                 ).all()
         except SQLAlchemyError as exc:
@@ -121,6 +123,7 @@ def _requeue_all(engine: Engine, redis: Redis, limit: int) -> int:
         moved += _requeue(engine, redis, [(r.id, r.queue) for r in rows], now)
         if len(rows) < limit:
             break
+        last = rows[-1].id
     if moved:
         log.warning("events.requeued", extra={"count": moved, "reason": "redis lost its data"})
     return moved
