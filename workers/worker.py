@@ -27,6 +27,7 @@ from rq import Queue, SimpleWorker
 from rq.exceptions import StopRequested
 from rq.job import Job
 
+from hub.core.inflight import Pulse
 from hub.core.jobformat import convert_pickled_jobs
 from hub.core.outages import BACKOFF_CAP, Outage
 from hub.core.queues import (
@@ -77,8 +78,14 @@ class HubWorker(SimpleWorker):
 
     def work(self, *args: Any, **kwargs: Any) -> bool:
         """RQ's loop; with `burst`, it returns once the sends its jobs handed to endpoint lanes
-        are finished too (the deliver job does not wait for them)."""
-        worked = super().work(*args, **kwargs)
+        are finished too (the deliver job does not wait for them). A pulse in Redis says the
+        worker is alive meanwhile: the sweeper re-enqueues a started job whose pulse stopped."""
+        pulse = Pulse(self.connection, self.name)
+        pulse.start()
+        try:
+            worked = super().work(*args, **kwargs)
+        finally:
+            pulse.stop()
         if kwargs.get("burst"):
             ctx = context.current_or_none()
             for value in list(ctx.cache.values()) if ctx is not None else []:

@@ -18,6 +18,8 @@ yamlfile.py     YAML with line numbers; envrefs.py: `env:` and `secret:` referen
                 slugs, lookup, settings (time zone, locale)
 dead_letters.py the dead-letter registry: opened by mapping and delivery, read by ops
 outages.py      living through a Redis or database outage: capped backoff, one log line per change
+inflight.py     which ids RQ's jobs carry (queued, started by a live worker): the evidence
+                the sweeper re-enqueues on; workers' pulses
 leader.py       a leader lock in Redis with expiry and fencing (one working sweeper)
 amqp.py         RabbitMQ connections (pika): timeouts, heartbeats, reconnection backoff
 

@@ -37,6 +37,8 @@ ALERTS_ACTIVE_KEY = KEY_PREFIX + "alerts:active"  # alert keys already posted, w
 ALERTS_TURN_KEY = KEY_PREFIX + "alerts:turn"  # held by the sweeper that checks this interval
 SWEEPER_LEADER_KEY = KEY_PREFIX + "sweeper:leader"  # the working sweeper's lock (hub.core.leader)
 SWEEPER_FENCE_KEY = KEY_PREFIX + "sweeper:fence"  # its fencing counter: +1 per new leader
+WORKER_PULSE_PREFIX = KEY_PREFIX + "worker:pulse:"  # + RQ worker name: alive (hub.core.inflight)
+SUSPECTS_PREFIX = KEY_PREFIX + "suspects:"  # + kind: ids no job carried, since when (inflight)
 
 # How RQ stores a job's function, arguments and meta in Redis, on every side (enqueue, worker,
 # dashboard). JSON, not RQ's default pickle: with pickle, anyone who can write to Redis could

@@ -7,8 +7,9 @@
 - `expire_leases`: deliveries `delivering` past their lease (the worker died mid-send) → the lost
   send counts as an attempt: back to `retrying`, due now, or `dead` ("worker lost during the
   attempt") after the last one. The target may see that webhook-id twice: at-least-once.
-- `relay_pending`: deliveries still `pending` long after their creation with no schedule (Redis
-  was down when the mapping step enqueued them) → enqueued on their queue.
+- `relay_pending`: deliveries `pending` with no schedule that no live RQ job carries (Redis was
+  down when the mapping step enqueued them, their job was lost with its worker or a flush) →
+  enqueued on their queue within seconds (hub.core.inflight); never one waiting in a backlog.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from redis import Redis
 from sqlalchemy import Connection, Engine, and_, delete, insert, select, update
 
 from hub.core import clock, dead_letters
+from hub.core.inflight import Suspects, carried
 from hub.core.models import (
     DeadLetterStage,
     DeliveryAttempt,
@@ -40,7 +42,8 @@ log = logging.getLogger("hub.delivery.sweeps")
 
 BATCH = 5000  # rows per sweep and task
 REENQUEUE_AFTER = 120.0  # seconds a due row waits for its job before it is enqueued again
-PENDING_STALE_AFTER = 60.0
+PENDING_STALE_AFTER = 120.0  # safety net: seconds a pending delivery no waiting job carries
+PENDING_GRACE = 2.0  # seconds between a delivery's insert and its job's enqueue, at most
 LEASE_LOST_REASON = "worker lost during the attempt"
 LEASE_LOST_ERROR = "lease expired: the worker stopped in the middle of a send"
 
@@ -244,33 +247,53 @@ def _dead_letters(conn: Connection, rows: list[Any], now: datetime) -> None:
         )
 
 
-def relay_pending(ctx: SweepCtx, *, stale_after: float = PENDING_STALE_AFTER) -> int:
+def relay_pending(
+    ctx: SweepCtx, *, stale_after: float = PENDING_STALE_AFTER, grace: float = PENDING_GRACE
+) -> int:
+    """Deliveries `pending` with no schedule whose job was lost: enqueued again.
+
+    Evidence, not age (hub.core.inflight): a delivery no job on a queue and no started job of a
+    live worker carries, for `CONFIRM_AFTER` seconds in a row, goes to its queue again; one that
+    waits behind a backlog is never enqueued twice. `grace` covers the moment between a
+    delivery's insert and its job's enqueue. Safety net: one that no waiting job carries and
+    that has not moved for `stale_after` seconds goes again too.
+    """
+    jobs = carried(ctx.redis)  # before the rows: a job that ends in between leaves them taken
     now = clock.now(ctx.engine)
-    cutoff = now - timedelta(seconds=stale_after)
     scheduled = select(RetryQueue.delivery_id).where(RetryQueue.delivery_id == WebhookDelivery.id)
-    stale = and_(
+    waiting = and_(
         WebhookDelivery.status == DeliveryStatus.PENDING,
-        WebhookDelivery.updated_at < cutoff,
+        WebhookDelivery.updated_at < now - timedelta(seconds=grace),
         ~scheduled.exists(),
     )
     with ctx.engine.connect() as conn:
         rows = conn.execute(
-            select(WebhookDelivery.id, WebhookDelivery.queue, WebhookDelivery.endpoint)
-            .where(stale)
-            .order_by(WebhookDelivery.endpoint)
+            select(
+                WebhookDelivery.id,
+                WebhookDelivery.queue,
+                WebhookDelivery.endpoint,
+                WebhookDelivery.updated_at,
+            )
+            .where(waiting)
+            .order_by(WebhookDelivery.updated_at)
             .limit(BATCH)
         ).all()
-    if not rows:
+    confirmed = Suspects(ctx.redis, "deliveries").confirm(r.id for r in rows if r.id not in jobs)
+    cutoff = now - timedelta(seconds=stale_after)
+    stale = {r.id for r in rows if r.updated_at < cutoff and r.id not in jobs.waiting}
+    lost = [r for r in rows if r.id in confirmed or r.id in stale]
+    if not lost:
         return 0
-    by_queue: dict[str, list[str]] = defaultdict(list)
-    for row in rows:
-        by_queue[row.queue].append(row.id)
-    moved = _enqueue(ctx.redis, by_queue)
-    with ctx.engine.begin() as conn:  # not again before another `stale_after`
+    with ctx.engine.begin() as conn:  # the safety net's clock restarts
         conn.execute(
             update(WebhookDelivery)
-            .where(WebhookDelivery.id.in_([row.id for row in rows]), stale)
+            .where(WebhookDelivery.id.in_([row.id for row in lost]), waiting)
             .values(updated_at=now)
         )
-    log.info("sweeper.pending_relayed", extra={"count": moved})
+    by_queue: dict[str, list[str]] = defaultdict(list)
+    for row in sorted(lost, key=lambda r: r.endpoint):  # each job's batch goes to one target
+        by_queue[row.queue].append(row.id)
+    moved = _enqueue(ctx.redis, by_queue)
+    reason = "job lost" if confirmed else "waited too long"
+    log.warning("sweeper.pending_relayed", extra={"count": moved, "reason": reason})
     return moved

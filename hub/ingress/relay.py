@@ -2,15 +2,16 @@
 or whose job was lost, go to their queues again.
 
     relay_received   events left `received` for `RELAY_AFTER` s (Redis was down at ingest)
-    requeue_lost     events `queued`/`processing` for `REQUEUE_AFTER` s, or all at once when the
-                     Redis sentinel key vanished (a flush, a restart without persistence)
+    requeue_lost     events `queued`/`processing` that no live RQ job carries (hub.core.inflight),
+                     within seconds; all at once when the Redis sentinel key vanished (a flush, a
+                     restart without persistence); a safety net after `REQUEUE_AFTER` s
 """
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from redis import Redis
 from redis.exceptions import RedisError
@@ -20,6 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from hub.core import clock
 from hub.core.context import SweepContext
 from hub.core.errors import DatabaseUnavailable, RedisUnavailable
+from hub.core.inflight import Suspects, carried
 from hub.core.models import EventStatus
 from hub.core.queues import PROCESS_EVENTS, SENTINEL_KEY, enqueue_ids
 from hub.ingress.events import JOB_BATCH, enqueue_events, events_table, unavailable
@@ -28,7 +30,9 @@ log = logging.getLogger("hub.ingress.relay")
 
 RELAY_AFTER = 5.0  # seconds an event may stay `received` before the sweeper enqueues it
 RELAY_LIMIT = 2000  # events the sweeper moves per sweep
-REQUEUE_AFTER = 600.0  # seconds an event may stay `queued` before its job counts as lost
+REQUEUE_AFTER = 120.0  # safety net: seconds an event no waiting job carries may stay unmoved
+EVIDENCE_LIMIT = 10_000  # waiting events checked against RQ's jobs per sweep, oldest first
+WAITING = (EventStatus.QUEUED, EventStatus.PROCESSING)
 
 
 def relay_received(
@@ -57,52 +61,94 @@ def relay_received(
 def requeue_lost(
     engine: Engine, redis: Redis, older_than: float = REQUEUE_AFTER, limit: int = RELAY_LIMIT
 ) -> int:
-    """Enqueue again the events whose job may be lost; returns how many.
+    """Enqueue again the events whose job was lost; returns how many.
 
-    A job is lost when Redis loses its data (a restart without persistence, a flush) or when a
-    worker dies in the middle of it. An event still `queued` or `processing` after `older_than`
-    seconds is enqueued again, and so is every such event at once when the sentinel key has
-    vanished from Redis. Processing is idempotent, so a job that was only slow costs a no-op.
+    Evidence, not age (hub.core.inflight): an event `queued` or `processing` that no job on a
+    queue and no started job of a live worker carries, for `CONFIRM_AFTER` seconds in a row,
+    lost its job (its worker was killed, Redis lost the job) and goes to its queue again. An
+    event whose job waits behind a backlog is never enqueued twice, however long it waits.
+    Safety net: an event that no waiting job carries and that has not moved for `older_than`
+    seconds goes again too. When the sentinel key has vanished (a flush, a restart without
+    persistence) every waiting event goes at once. Processing is idempotent: a job that was
+    only slow costs a no-op.
     """
     try:
         lost_data = bool(redis.set(SENTINEL_KEY, "1", nx=True))
     except (RedisError, OSError) as exc:
         raise RedisUnavailable(f"cannot check the Redis sentinel: {exc}") from exc
+    if lost_data:
+        return _requeue_all(engine, redis, limit)
+    jobs = carried(redis)  # before the rows: a job that ends in between leaves its rows done
     now = clock.now(engine)
-    # Redis lost its data: every waiting event (one clock's rounding later, for rows written
-    # with a web host's clock); else the ones waiting longer than `older_than`
-    cutoff = now + timedelta(seconds=1) if lost_data else now - timedelta(seconds=older_than)
-    moved = 0
-    while True:
-        try:
-            with engine.begin() as conn:
-                rows = conn.execute(
-                    select(events_table.c.id, events_table.c.queue)
-                    .where(events_table.c.status.in_([EventStatus.QUEUED, EventStatus.PROCESSING]))
-                    .where(events_table.c.updated_at <= cutoff)
-                    .order_by(events_table.c.updated_at)
-                    .limit(limit)
-                ).all()
-                if rows:  # the clock restarts: the next try is `older_than` from now
-                    conn.execute(
-                        update(events_table)
-                        .where(events_table.c.id.in_([r.id for r in rows]))
-                        .values(updated_at=now)
-                    )
-        except SQLAlchemyError as exc:
-            raise DatabaseUnavailable(unavailable("cannot read queued events", exc)) from exc
-        by_queue: dict[str, list[str]] = defaultdict(list)
-        for row in rows:
-            by_queue[row.queue].append(row.id)
-        for queue, event_ids in by_queue.items():
-            enqueue_ids(redis, PROCESS_EVENTS, queue, event_ids, batch_size=JOB_BATCH)
-        moved += len(rows)
-        if len(rows) < limit or not lost_data:
-            break
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(events_table.c.id, events_table.c.queue, events_table.c.updated_at)
+                .where(events_table.c.status.in_(WAITING))
+                .order_by(events_table.c.updated_at)
+                .limit(EVIDENCE_LIMIT)
+            ).all()
+    except SQLAlchemyError as exc:
+        raise DatabaseUnavailable(unavailable("cannot read queued events", exc)) from exc
+    confirmed = Suspects(redis, "events").confirm(r.id for r in rows if r.id not in jobs)
+    cutoff = now - timedelta(seconds=older_than)
+    stale = {r.id for r in rows if r.updated_at <= cutoff and r.id not in jobs.waiting}
+    lost = [r for r in rows if r.id in confirmed or r.id in stale][:limit]
+    moved = _requeue(engine, redis, [(r.id, r.queue) for r in lost], now)
     if moved:
-        reason = "redis lost its data" if lost_data else "queued too long"
+        reason = "job lost" if confirmed else "waited too long"
         log.warning("events.requeued", extra={"count": moved, "reason": reason})
     return moved
+
+
+def _requeue_all(engine: Engine, redis: Redis, limit: int) -> int:
+    """Redis lost its data: every waiting event, at once (one clock's rounding later, for rows
+    written with a web host's clock)."""
+    moved = 0
+    now = clock.now(engine)
+    last = ""  # pages in id order: the rows requeued keep matching the cut-off
+    while True:
+        try:
+            with engine.connect() as conn:
+                rows = conn.execute(
+                    select(events_table.c.id, events_table.c.queue)
+                    .where(events_table.c.status.in_(WAITING))
+                    .where(events_table.c.updated_at <= now + timedelta(seconds=1))
+                    .where(events_table.c.id > last)
+                    .order_by(events_table.c.id)
+                    .limit(limit)
+                ).all()
+        except SQLAlchemyError as exc:
+            raise DatabaseUnavailable(unavailable("cannot read queued events", exc)) from exc
+        moved += _requeue(engine, redis, [(r.id, r.queue) for r in rows], now)
+        if len(rows) < limit:
+            break
+        last = rows[-1].id
+    if moved:
+        log.warning("events.requeued", extra={"count": moved, "reason": "redis lost its data"})
+    return moved
+
+
+def _requeue(engine: Engine, redis: Redis, events: list[tuple[str, str]], now: datetime) -> int:
+    """Back to `queued` (a dead job's lease dropped), `updated_at` now, then enqueued."""
+    if not events:
+        return 0
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                update(events_table)
+                .where(events_table.c.id.in_([event_id for event_id, _ in events]))
+                .where(events_table.c.status.in_(WAITING))
+                .values(status=EventStatus.QUEUED, lease_expires_at=None, updated_at=now)
+            )
+    except SQLAlchemyError as exc:
+        raise DatabaseUnavailable(unavailable("cannot requeue events", exc)) from exc
+    by_queue: dict[str, list[str]] = defaultdict(list)
+    for event_id, queue in events:
+        by_queue[queue].append(event_id)
+    for queue, event_ids in by_queue.items():
+        enqueue_ids(redis, PROCESS_EVENTS, queue, event_ids, batch_size=JOB_BATCH)
+    return len(events)
 
 
 def relay_events(ctx: SweepContext) -> int:

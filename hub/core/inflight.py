@@ -1,0 +1,199 @@
+"""Which ids RQ's jobs carry right now: the evidence the sweeper re-enqueues on, instead of age.
+
+Every hub job takes one list of ids (events, deliveries, dead letters). A row whose id no live
+job carries has lost its job (a worker SIGKILLed, Redis flushed) and goes to its queue again
+within seconds; a row whose job is only waiting behind a backlog is never enqueued twice.
+
+    waiting   ids in jobs on a queue (or between a queue and a worker), or failed jobs that
+              `requeue_failed_jobs` will enqueue again
+    running   ids in started jobs whose worker's pulse is alive
+
+A worker proves it is alive with a pulse: `hub:worker:pulse:<worker name>`, set every
+`PULSE_EVERY` seconds with an expiry of `PULSE_TTL` (`Pulse`, a thread of `hub worker`). A
+started job whose worker's pulse expired is lost: RQ itself would keep it `started` until its
+timeout, many minutes later.
+
+Reading the queues and the database is not atomic: a job moves between two lists in between, a
+row is written a moment before its job. So a suspect is only acted on once it has been one for
+`CONFIRM_AFTER` seconds in a row (`Suspects`, kept in Redis so a new leader carries on).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from redis import Redis
+from redis.exceptions import RedisError
+from rq.job import Job
+
+from hub.core.errors import RedisUnavailable
+from hub.core.queues import (
+    PRIORITY,
+    REQUEUE_FAILED,
+    REQUEUE_FAILED_MAX,
+    SERIALIZER,
+    SUSPECTS_PREFIX,
+    WORKER_PULSE_PREFIX,
+    get_queue,
+)
+
+log = logging.getLogger("hub.core.inflight")
+
+PULSE_EVERY = 1.0  # seconds between two pulses of a worker
+PULSE_TTL = 4.0  # seconds a pulse lasts: a killed worker's jobs count as lost this much later
+CONFIRM_AFTER = 2.0  # seconds an id must stay uncarried before the sweeper acts on it
+SUSPECTS_TTL = 60  # seconds the suspect list outlives the last sweep that wrote it
+
+
+@dataclass
+class Carried:
+    """The ids hub's jobs carry, read from RQ's queues and registries."""
+
+    waiting: set[str] = field(default_factory=set)
+    running: set[str] = field(default_factory=set)
+    jobs: int = 0  # jobs read
+
+    def __contains__(self, item: object) -> bool:
+        return item in self.waiting or item in self.running
+
+
+def carried(redis: Redis) -> Carried:
+    """Read every queue, its intermediate list, its started and failed registries (one pipeline
+    for the lists, one for the jobs); raises RedisUnavailable."""
+    try:
+        return _carried(redis)
+    except (RedisError, OSError) as exc:
+        raise RedisUnavailable(f"cannot read RQ's queues: {exc}") from exc
+
+
+def _carried(redis: Redis) -> Carried:
+    queues = [get_queue(redis, name) for name in PRIORITY]
+    with redis.pipeline(transaction=False) as pipe:
+        for queue in queues:
+            pipe.lrange(queue.key, 0, -1)
+            pipe.lrange(queue.intermediate_queue_key, 0, -1)
+            pipe.zrange(queue.started_job_registry.key, 0, -1)
+            pipe.zrange(queue.failed_job_registry.key, 0, -1)
+        lists = pipe.execute()
+    waiting: set[str] = set()
+    started: set[str] = set()
+    failed: set[str] = set()
+    for i in range(len(queues)):
+        queued, intermediate, in_started, in_failed = lists[4 * i : 4 * i + 4]
+        waiting.update(_text(v) for v in [*queued, *intermediate])
+        # started registry members are "<job id>:<execution id>"
+        started.update(_text(v).split(":", 1)[0] for v in in_started)
+        failed.update(_text(v) for v in in_failed)
+    job_ids = sorted(waiting | started | failed)
+    jobs = Job.fetch_many(job_ids, connection=redis, serializer=SERIALIZER)
+    out = Carried(jobs=len(job_ids))
+    pulses: dict[str, bool] = {}
+    names = {job.worker_name for job in jobs if job is not None and job.id in started}
+    names.discard(None)
+    if names:
+        ordered = sorted(n for n in names if n)
+        alive = redis.mget([WORKER_PULSE_PREFIX + n for n in ordered])
+        pulses = {n: v is not None for n, v in zip(ordered, alive, strict=True)}
+    for job in jobs:
+        if job is None:
+            continue
+        ids = _ids(job)
+        if job.id in waiting:
+            out.waiting.update(ids)
+        elif job.id in started:
+            if job.worker_name and pulses.get(job.worker_name):
+                out.running.update(ids)
+        elif job.id in failed and _will_requeue(job):
+            out.waiting.update(ids)
+    return out
+
+
+def _ids(job: Job) -> list[str]:
+    try:
+        args = job.args
+    except Exception:  # noqa: BLE001 - a job hub did not write carries no ids of hub's
+        return []
+    if not args or not isinstance(args[0], list):
+        return []
+    return [str(v) for v in args[0]]
+
+
+def _will_requeue(job: Job) -> bool:
+    return job.func_name in REQUEUE_FAILED and (
+        int(job.meta.get("hub_requeues", 0)) < REQUEUE_FAILED_MAX
+    )
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class Suspects:
+    """Ids seen uncarried, with when each was first seen so (a sorted set in Redis, `name`)."""
+
+    def __init__(self, redis: Redis, name: str, *, confirm_after: float = CONFIRM_AFTER) -> None:
+        self.redis = redis
+        self.key = SUSPECTS_PREFIX + name
+        self.confirm_after = confirm_after
+
+    def confirm(self, suspects: Iterable[str]) -> set[str]:
+        """Record this round's suspects; returns the ones suspect for `confirm_after` s.
+
+        An id that is not a suspect this round is forgotten; a confirmed one too (the caller
+        enqueues it, so it is carried next round)."""
+        now = time.time()
+        current = set(suspects)
+        try:
+            pairs: list[tuple[bytes, float]] = self.redis.zrange(  # type: ignore[assignment]
+                self.key, 0, -1, withscores=True
+            )
+            seen = {_text(member): float(score) for member, score in pairs}
+            confirmed = {i for i in current if now - seen.get(i, now) >= self.confirm_after}
+            keep = {i: seen.get(i, now) for i in current - confirmed}
+            with self.redis.pipeline() as pipe:
+                pipe.delete(self.key)
+                if keep:
+                    pipe.zadd(self.key, keep)
+                    pipe.expire(self.key, SUSPECTS_TTL)
+                pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise RedisUnavailable(f"cannot keep the sweeper's suspects: {exc}") from exc
+        return confirmed
+
+
+class Pulse:
+    """A worker's proof of life: `WORKER_PULSE_PREFIX + name`, renewed from a daemon thread."""
+
+    def __init__(self, redis: Redis, name: str, *, every: float = PULSE_EVERY) -> None:
+        self.redis = redis
+        self.key = WORKER_PULSE_PREFIX + name
+        self.every = every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"pulse-{name}", daemon=True)
+
+    def start(self) -> None:
+        self._beat()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(self.every + 1)
+        try:
+            self.redis.delete(self.key)
+        except (RedisError, OSError):
+            pass  # it expires on its own
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            self._beat()
+
+    def _beat(self) -> None:
+        try:
+            self.redis.set(self.key, "1", px=int(PULSE_TTL * 1000))
+        except (RedisError, OSError):
+            pass  # Redis is away: the worker's own loop logs the outage
