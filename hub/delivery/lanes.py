@@ -24,7 +24,7 @@ import limits
 
 from hub.delivery.endpoints import EndpointConfig
 
-DEFAULT_CONCURRENCY = 8  # sends in flight per endpoint and process without a rate limit
+DEFAULT_CONCURRENCY = 32  # sends in flight per endpoint and process without a rate limit
 DERIVED_MAX = 32  # the most a rate limit makes it (`concurrency:` may say up to MAX_CONCURRENCY)
 MAX_CONCURRENCY = 64  # EndpointConfig's bound, and each endpoint client's connection pool
 LANE_ROUNDS = 4  # rounds of sends a lane takes on before the rest of a batch is deferred
