@@ -13,6 +13,20 @@ def register(cli: click.Group) -> None:
     cli.add_command(bench)
 
 
+def scratch_options(command: Any) -> Any:
+    """`--redis-db` and `--keep`: the scratch data every installation benchmark runs on."""
+    command = click.option("--keep", is_flag=True, help="Keep the scratch database and files.")(
+        command
+    )
+    return click.option(
+        "--redis-db",
+        type=click.IntRange(0, 15),
+        default=14,
+        show_default=True,
+        help="Scratch Redis DB index (flushed) on the configured server.",
+    )(command)
+
+
 @click.group()
 def bench() -> None:
     """Measure throughput and latency on this machine (on scratch data, never your events)."""
@@ -53,14 +67,7 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
     help="uvicorn worker processes.",
 )
 @click.option("--builtin", is_flag=True, help="Use the built-in load generator even if wrk exists.")
-@click.option(
-    "--redis-db",
-    type=click.IntRange(0, 15),
-    default=14,
-    show_default=True,
-    help="Scratch Redis DB index (flushed) on the configured server.",
-)
-@click.option("--keep", is_flag=True, help="Keep the scratch database and files.")
+@scratch_options
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def ingest(
     concurrency: int,
@@ -89,14 +96,7 @@ def ingest(
     "--workers", type=click.IntRange(1), default=2, show_default=True, help="hub worker processes."
 )
 @click.option("--timeout", type=click.FloatRange(10), default=600.0, show_default=True)
-@click.option(
-    "--redis-db",
-    type=click.IntRange(0, 15),
-    default=14,
-    show_default=True,
-    help="Scratch Redis DB index (flushed) on the configured server.",
-)
-@click.option("--keep", is_flag=True, help="Keep the scratch database and files.")
+@scratch_options
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def e2e(
     events: int,
@@ -135,14 +135,7 @@ def mapping(seconds: float, as_json: bool) -> None:
 @bench.command("sync")
 @click.option("--items", type=click.IntRange(1), default=50_000, show_default=True)
 @click.option("--per-page", type=click.IntRange(1, 10_000), default=100, show_default=True)
-@click.option(
-    "--redis-db",
-    type=click.IntRange(0, 15),
-    default=14,
-    show_default=True,
-    help="Scratch Redis DB index (flushed) on the configured server.",
-)
-@click.option("--keep", is_flag=True, help="Keep the scratch database and files.")
+@scratch_options
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def sync_bench(items: int, per_page: int, redis_db: int, keep: bool, as_json: bool) -> None:
     """One sync of N items from a paged API on loopback: all missed, then all duplicates."""

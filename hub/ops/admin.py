@@ -293,15 +293,15 @@ async def event_show(request: Request, principal: Principal) -> Response:
     return JSONResponse(body)
 
 
-@requires_key()
-async def event_replay(request: Request, principal: Principal) -> Response:
+async def _replay_one(request: Request, principal: Principal, ask: Any, param: str) -> Response:
+    """POST …/{id}/replay: `ask` is replay.request_event or replay.request_dead_letter."""
     body = await json_body(request, ReplayBody)
     state = request.app.state
     report = await run_in_threadpool(
-        lambda: replay.request_event(
+        lambda: ask(
             state.engine,
             state.redis,
-            request.path_params["event_id"],
+            request.path_params[param],
             tenant_id=principal.tenant_scope(),
             remap=body.remap,
             dry_run=body.dry_run,
@@ -309,6 +309,11 @@ async def event_replay(request: Request, principal: Principal) -> Response:
         )
     )
     return JSONResponse(report.as_dict(), status_code=200 if report.dry_run else 202)
+
+
+@requires_key()
+async def event_replay(request: Request, principal: Principal) -> Response:
+    return await _replay_one(request, principal, replay.request_event, "event_id")
 
 
 @requires_key()
@@ -352,20 +357,7 @@ async def dead_letter_discard(request: Request, principal: Principal) -> Respons
 
 @requires_key()
 async def dead_letter_replay(request: Request, principal: Principal) -> Response:
-    body = await json_body(request, ReplayBody)
-    state = request.app.state
-    report = await run_in_threadpool(
-        lambda: replay.request_dead_letter(
-            state.engine,
-            state.redis,
-            request.path_params["dead_letter_id"],
-            tenant_id=principal.tenant_scope(),
-            remap=body.remap,
-            dry_run=body.dry_run,
-            actor=audit.key_actor(principal.key_id),
-        )
-    )
-    return JSONResponse(report.as_dict(), status_code=200 if report.dry_run else 202)
+    return await _replay_one(request, principal, replay.request_dead_letter, "dead_letter_id")
 
 
 def _bulk(engine: Engine, redis: Any, principal: Principal, body: BulkReplayBody) -> Any:

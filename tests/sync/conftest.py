@@ -29,12 +29,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from hub.core.models import SyncJob, Tenant, utcnow
-from hub.core.settings import Settings
 from hub.sync.config import SyncConfig
 from hub.sync.schedule import apply_syncs
-from workers import context
-from workers.context import WorkerContext
-from workers.sweeper import SweepContext
+from tests.delivery.conftest import ctx, sweep  # noqa: F401 - the same fixtures here
 
 T0 = datetime(2026, 11, 1, 12, 0, 0)
 
@@ -146,20 +143,6 @@ def crm() -> Iterator[CrmApi]:
     server = CrmApi().start()
     yield server
     server.stop()
-
-
-@pytest.fixture
-def ctx(settings: Settings) -> Iterator[WorkerContext]:
-    worker_ctx = WorkerContext.from_settings(settings)
-    context.install(worker_ctx)
-    yield worker_ctx
-    context.install(None)
-    worker_ctx.close()
-
-
-@pytest.fixture
-def sweep(ctx: WorkerContext) -> SweepContext:
-    return SweepContext(ctx.settings, ctx.engine, ctx.redis)
 
 
 def add_tenant(engine: Engine, slug: str) -> int:
