@@ -22,6 +22,7 @@ permanent. Calendar answers: 429 and 403 rate limits honour Retry-After, 5xx are
 from __future__ import annotations
 
 import re
+import warnings
 from datetime import date, datetime
 from typing import Any
 from urllib.parse import quote
@@ -29,7 +30,6 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import orjson
-from authlib.integrations.httpx_client import OAuth2Client, OAuthError
 from redis import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import Engine, delete, insert, select, update
@@ -38,6 +38,14 @@ from sqlalchemy.exc import SQLAlchemyError
 from hub.core.errors import ConfigError
 from hub.core.models import CalendarLink, utcnow
 from hub.core.queues import CALENDAR_TOKEN_KEY
+
+# authlib 1.9 prefers httpx2 and says so at every import (`hub up` printed it); hub stays on
+# httpx. authlib.deprecate installs an "always" filter when imported, so it is imported first.
+with warnings.catch_warnings():
+    import authlib.deprecate
+
+    warnings.simplefilter("ignore", authlib.deprecate.AuthlibDeprecationWarning)
+    from authlib.integrations.httpx_client import OAuth2Client, OAuthError
 from hub.delivery.adapters import (
     ClientPool,
     DeliveryRef,
