@@ -7,6 +7,7 @@ puts `FastIngress` in front, so webhooks skip the router.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -64,6 +65,8 @@ def create_app(settings: Settings) -> Starlette:
         app.state.health_engine = health_engine
         try:
             async with ingress.serving(app.state):
+                # what start-up built lives as long as the process: out of the collector's way
+                gc.freeze()
                 yield
         finally:
             redis.close()

@@ -18,6 +18,7 @@ import orjson
 ALLOWED_FIELDS = frozenset(
     {
         "event_id",
+        "event_ids",  # a batch's new events (ingress logs one line per stored batch)
         "delivery_id",
         "dead_letter_id",
         "tenant",
@@ -36,6 +37,7 @@ ALLOWED_FIELDS = frozenset(
         "delay_s",
         "error_class",
         "correlation_id",
+        "correlation_ids",
         "request_id",
         "count",
         "pid",

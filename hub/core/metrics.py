@@ -107,10 +107,20 @@ SYNC_RUNS = Counter(
 )
 
 
+_received: dict[tuple[str, str], Any] = {}  # labelled children, looked up once per label set
+_ingest_seconds: dict[str, Any] = {}
+
+
 def webhook_received(source: str, outcome: str, seconds: float | None = None) -> None:
-    WEBHOOKS_RECEIVED.labels(source, outcome).inc()
+    counter = _received.get((source, outcome))
+    if counter is None:
+        counter = _received[(source, outcome)] = WEBHOOKS_RECEIVED.labels(source, outcome)
+    counter.inc()
     if seconds is not None:
-        INGEST_SECONDS.labels(source).observe(seconds)
+        histogram = _ingest_seconds.get(source)
+        if histogram is None:
+            histogram = _ingest_seconds[source] = INGEST_SECONDS.labels(source)
+        histogram.observe(seconds)
 
 
 def event_processed(status: str, count: int = 1) -> None:

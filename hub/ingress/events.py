@@ -111,6 +111,11 @@ def store_events(engine: Engine, events: Sequence[NewEvent]) -> list[Stored]:
             if code in _RETRYABLE_MYSQL and attempt < DEADLOCK_RETRIES:
                 time.sleep(0.005 * (attempt + 1))
                 continue
+            if exc.connection_invalidated and attempt == 0:
+                # a pooled connection the server dropped (restart, idle timeout): the writer's
+                # engine does not ping before each batch, so one fresh try; a commit that did
+                # happen before the drop is found again by the duplicate check
+                continue
             raise DatabaseUnavailable(unavailable("cannot store the event", exc)) from exc
         except SQLAlchemyError as exc:
             log.error("events.store_failed", exc_info=True, extra={"count": len(rows)})
@@ -120,20 +125,33 @@ def store_events(engine: Engine, events: Sequence[NewEvent]) -> list[Stored]:
         first = existing.get((row["tenant_id"], row["source"], row["external_id"]))
         if first is None:  # refused without an error (e.g. its tenant vanished): never a 202
             raise HubError("the event was not stored")
-        created = first == row["id"]
-        results.append(Stored(first, created=created))
-        if created and log.isEnabledFor(logging.INFO):
-            log.info(
-                "event.received",
-                extra={
-                    "event_id": first,
-                    "tenant_id": row["tenant_id"],
-                    "source": row["source"],
-                    "correlation_id": row["correlation_id"],
-                    "status": "received",
-                },
-            )
+        results.append(Stored(first, created=first == row["id"]))
+    if log.isEnabledFor(logging.INFO):
+        _log_received(rows, results)
     return results
+
+
+def _log_received(rows: list[dict[str, Any]], results: list[Stored]) -> None:
+    """One line per (tenant, source) of a batch, naming every new event's id: a line per event
+    cost as much as storing it."""
+    by_source: dict[tuple[int, str], tuple[list[str], list[str]]] = defaultdict(lambda: ([], []))
+    for row, stored in zip(rows, results, strict=True):
+        if stored.created:
+            event_ids, correlation_ids = by_source[(row["tenant_id"], row["source"])]
+            event_ids.append(stored.event_id)
+            correlation_ids.append(row["correlation_id"])
+    for (tenant_id, source), (event_ids, correlation_ids) in by_source.items():
+        log.info(
+            "events.received",
+            extra={
+                "tenant_id": tenant_id,
+                "source": source,
+                "status": "received",
+                "count": len(event_ids),
+                "event_ids": event_ids,  # in the same order as their correlation ids
+                "correlation_ids": correlation_ids,
+            },
+        )
 
 
 def _insert_skipping_duplicates(

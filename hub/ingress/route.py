@@ -13,6 +13,7 @@ start: sources compiled (signature verifier, extractors, networks), keys cached
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import ipaddress
 import itertools
@@ -33,6 +34,7 @@ from starlette.routing import BaseRoute, Route
 
 from hub.core import envrefs, metrics
 from hub.core.crypto import Cipher, PersonHasher, person_hasher
+from hub.core.db import create_db_engine
 from hub.core.errors import (
     AddressNotAllowed,
     BadRequest,
@@ -61,7 +63,7 @@ from hub.ingress.principals import presented_key
 from hub.ingress.ratelimit import RateLimiter
 from hub.ingress.signatures import SignatureScheme, scheme_for
 from hub.ingress.sources import SOURCES_FILE, Extractor, SourceConfig, load_sources
-from hub.ingress.writer import EventWriter
+from hub.ingress.writer import WRITERS, EventWriter
 
 log = logging.getLogger("hub.ingress.route")
 
@@ -422,7 +424,12 @@ def parse_json(body: bytes) -> Any:
 
 def storable_headers(headers: Headers) -> dict[str, str]:
     """The request's headers without credentials (API key, tokens, signatures, cookies)."""
-    return {k: v for k, v in headers.items() if not _SECRET_HEADER.search(k)}
+    return {k: v for k, v in headers.items() if _storable_name(k)}
+
+
+@functools.lru_cache(maxsize=1024)  # the same few header names arrive with every request
+def _storable_name(name: str) -> bool:
+    return not _SECRET_HEADER.search(name)
 
 
 def correlation_of(headers: Headers) -> str:
@@ -474,12 +481,26 @@ async def receive_webhook(request: Request) -> Response:
 
 def respond(stored: Stored, correlation_id: str) -> Response:
     status = "accepted" if stored.created else "duplicate"
-    return Response(
+    return _Answer(
         orjson.dumps({"event_id": stored.event_id, "status": status}),
-        status_code=202 if stored.created else 200,
-        media_type="application/json",
-        headers={"X-Correlation-Id": correlation_id},
+        202 if stored.created else 200,
+        correlation_id,
     )
+
+
+class _Answer(Response):
+    """A JSON answer with its raw headers built directly (Response's generic header handling
+    costs more than the rest of it on the hottest path)."""
+
+    def __init__(self, body: bytes, status_code: int, correlation_id: str) -> None:
+        self.body = body
+        self.status_code = status_code
+        self.background = None
+        self.raw_headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"x-correlation-id", correlation_id.encode()),
+        ]
 
 
 async def verify_subscription(request: Request) -> Response:
@@ -547,7 +568,12 @@ async def serving(state: Any) -> AsyncIterator[Ingress]:
     stamp = sources_stamp(settings)
     trusted = parse_networks(settings.trusted_proxies)
     limiter = RateLimiter.for_engine(state.engine, redis_url(settings), settings.default_rate_limit)
-    writer = await EventWriter(state.engine, state.redis).start()
+    # the writer's own connections: no ping before each batch and no rollback after its commit
+    # (two round trips per batch; a connection the server dropped gets one retry, see events)
+    writer_engine = create_db_engine(
+        settings, pool_pre_ping=False, pool_reset_on_return=None, pool_size=WRITERS + 1
+    )
+    writer = await EventWriter(writer_engine, state.redis).start()
     cipher = Cipher.from_settings(settings)
     secrets = SecretCache(state.engine, cipher, state.redis)
     # in a daemon thread of its own: a hung database must not hold the start, /health or the exit
@@ -575,6 +601,7 @@ async def serving(state: Any) -> AsyncIterator[Ingress]:
         with suppress(asyncio.CancelledError):
             await housekeeping
         await writer.stop()
+        writer_engine.dispose()
         await asyncio.to_thread(ingress.usage.flush, state.engine)
 
 

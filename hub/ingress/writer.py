@@ -49,8 +49,10 @@ class EventWriter:
         self._executor = ThreadPoolExecutor(writers + 1, thread_name_prefix="hub-events")
         self._tasks: list[asyncio.Task[None]] = []
         self._redis_paused_until = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> EventWriter:
+        self._loop = asyncio.get_running_loop()  # once: each lookup costs a getpid() on 3.11
         self._tasks = [asyncio.create_task(self._write_loop()) for _ in range(self.writers)]
         if self.redis is not None:
             self._tasks.append(asyncio.create_task(self._enqueue_loop()))
@@ -66,7 +68,8 @@ class EventWriter:
         self._executor.shutdown(wait=True)
 
     async def store(self, event: NewEvent) -> Stored:
-        future: asyncio.Future[Stored] = asyncio.get_running_loop().create_future()
+        assert self._loop is not None, "EventWriter.start() first"
+        future: asyncio.Future[Stored] = self._loop.create_future()
         self._pending.put_nowait((event, future))
         return await future
 

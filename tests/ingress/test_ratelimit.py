@@ -147,3 +147,34 @@ def test_override_rows_may_use_the_short_units_and_a_bad_one_falls_back_to_the_d
     site, zapi = asyncio.run(scenario())
     assert site == [True, False]  # "1/min"
     assert zapi == [True, True, False]  # unreadable row: the default, 2/minute
+
+
+def test_a_busy_source_reserves_a_share_of_a_large_limit_and_never_exceeds_it(
+    redis_url: str, redis: Redis
+) -> None:
+    """1000/minute: a process takes 10 more than it needs from Redis at once and lets the next
+    10 through without asking again; two processes together stay within the limit, and refuse
+    early by at most their unused reservations."""
+
+    async def scenario() -> tuple[int, int, int]:
+        web1 = RateLimiter(redis_url, "100/minute", _none)
+        web2 = RateLimiter(redis_url, "100/minute", _none)
+        await web1.check(1, "site", "1000/minute")
+        item = web1._item("1000/minute")
+        counted_after_one = (await web1._strategy.get_window_stats(item, "1", "site")).remaining
+        for _ in range(10):  # served from the reservation: Redis's count does not move
+            await web1.check(1, "site", "1000/minute")
+        counted_after_eleven = (await web1._strategy.get_window_stats(item, "1", "site")).remaining
+        allowed = 11
+        for n in range(1100):
+            try:
+                await (web1 if n % 2 else web2).check(1, "site", "1000/minute")
+                allowed += 1
+            except RateLimited:
+                pass
+        return counted_after_one, counted_after_eleven, allowed
+
+    after_one, after_eleven, allowed = asyncio.run(scenario())
+    assert after_one == 1000 - 11, f"one request reserved 10 more: {1000 - after_one} counted"
+    assert after_eleven == after_one, "the next 10 requests were served without Redis"
+    assert 1000 - 2 * 10 <= allowed <= 1000, f"{allowed} of 1111 let through by two processes"
