@@ -146,6 +146,9 @@ def bench_ingest(
             "concurrency": concurrency,
             "web_workers": workers,
             "accepted_per_s": round(accepted / result.duration, 1) if result.duration else 0.0,
+            "accepted_per_s_per_web_process": (
+                round(accepted / result.duration / workers, 1) if result.duration else 0.0
+            ),
             "ceiling_per_s": round(ceiling.rate(202), 1),
             "ratio_to_ceiling": round((accepted / result.duration) / ceiling.rate(202), 3)
             if ceiling.rate(202)

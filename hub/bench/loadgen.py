@@ -2,8 +2,9 @@
 
 Both send the same request (a fixed, signed ~1 KB body) with a unique `Idempotency-Key` per
 request, over keep-alive connections, for a fixed duration; both report the status counts and
-latency percentiles. The built-in one runs in its own process so it does not share the server's
-interpreter.
+latency percentiles. The built-in one can also pace its requests (`rate`: a steady arrival
+rate, request n sent at start + n/rate, not a burst); it runs in its own process so it does not
+share the server's interpreter.
 """
 
 from __future__ import annotations
@@ -51,11 +52,15 @@ def run_load(
     duration: float,
     prefer_wrk: bool = True,
     total: int | None = None,
+    rate: float | None = None,
 ) -> LoadResult:
-    """Load for `duration` seconds (or until `total` requests, which needs the built-in client)."""
-    if prefer_wrk and total is None and shutil.which("wrk"):
+    """Load for `duration` seconds (or until `total` requests), as fast as the server answers
+    or paced at `rate` requests per second; `total` and `rate` need the built-in client."""
+    if prefer_wrk and total is None and rate is None and shutil.which("wrk"):
         return _run_wrk(url, body, headers, concurrency=concurrency, duration=duration)
-    return _run_builtin(url, body, headers, concurrency=concurrency, duration=duration, total=total)
+    return _run_builtin(
+        url, body, headers, concurrency=concurrency, duration=duration, total=total, rate=rate
+    )
 
 
 # -- wrk -------------------------------------------------------------------------------------
@@ -145,6 +150,7 @@ async def _connection(
     deadline: float,
     out: dict[str, list],
     budget: list[int],
+    pace: Pace | None = None,
 ) -> None:
     try:
         reader, writer = await asyncio.open_connection(host, port)
@@ -157,6 +163,8 @@ async def _connection(
         while time.perf_counter() < deadline and budget[0] != 0:
             budget[0] -= 1
             counter += 1
+            if pace is not None:
+                await pace.wait()
             key = f"bench-{tag}-{counter}"
             request = head + f"Idempotency-Key: {key}\r\n\r\n".encode() + body
             started = time.perf_counter()
@@ -183,6 +191,23 @@ async def _connection(
         writer.close()
 
 
+class Pace:
+    """A steady arrival rate shared by every connection: the n-th request starts at
+    start + n / rate (a connection that falls behind sends at once, it never bunches up)."""
+
+    def __init__(self, rate: float) -> None:
+        self.interval = 1.0 / rate
+        self.start = time.perf_counter()
+        self.sent = 0
+
+    async def wait(self) -> None:
+        at = self.start + self.sent * self.interval
+        self.sent += 1
+        delay = at - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
 def _builtin_main(
     url: str,
     body: bytes,
@@ -191,6 +216,7 @@ def _builtin_main(
     duration: float,
     path: str,
     total: int | None = None,
+    rate: float | None = None,
 ) -> None:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
@@ -205,9 +231,10 @@ def _builtin_main(
     async def main() -> float:
         started = time.perf_counter()
         deadline = started + duration
+        pace = Pace(rate) if rate else None
         await asyncio.gather(
             *(
-                _connection(host, port, head, body, deadline, out, budget)
+                _connection(host, port, head, body, deadline, out, budget, pace)
                 for _ in range(concurrency)
             )
         )
@@ -231,6 +258,7 @@ def _run_builtin(
     concurrency: int,
     duration: float,
     total: int | None = None,
+    rate: float | None = None,
 ) -> LoadResult:
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "result.json")
@@ -239,7 +267,7 @@ def _run_builtin(
             json.dumps(
                 {"url": url, "body": body.decode(), "headers": headers,
                  "concurrency": concurrency, "duration": duration, "path": path,
-                 "total": total}
+                 "total": total, "rate": rate}
             )
         )  # fmt: skip
         subprocess.run(
@@ -274,5 +302,5 @@ if __name__ == "__main__":
     cfg = json.loads(Path(sys.argv[1]).read_text())
     _builtin_main(
         cfg["url"], cfg["body"].encode(), cfg["headers"], cfg["concurrency"], cfg["duration"],
-        cfg["path"], cfg.get("total"),
+        cfg["path"], cfg.get("total"), cfg.get("rate"),
     )  # fmt: skip

@@ -96,6 +96,13 @@ def ingest(
     "--workers", type=click.IntRange(1), default=2, show_default=True, help="hub worker processes."
 )
 @click.option("--timeout", type=click.FloatRange(10), default=600.0, show_default=True)
+@click.option(
+    "--rate",
+    type=click.FloatRange(1, 100_000),
+    default=None,
+    help="Events per second at a steady pace (latency under load, not behind a burst); "
+    "default: as fast as ingress takes them.",
+)
 @scratch_options
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def e2e(
@@ -103,6 +110,7 @@ def e2e(
     concurrency: int,
     workers: int,
     timeout: float,
+    rate: float | None,
     redis_db: int,
     keep: bool,
     as_json: bool,
@@ -113,7 +121,7 @@ def e2e(
 
     report = bench_e2e(
         load_settings(), events=events, concurrency=concurrency, workers=workers,
-        timeout=timeout, keep=keep, redis_db=redis_db, progress=_progress(as_json),
+        timeout=timeout, keep=keep, redis_db=redis_db, rate=rate, progress=_progress(as_json),
     )  # fmt: skip
     _print(report, as_json)
 

@@ -6,7 +6,8 @@ and every event comes back as `Stored(event_id, created)`: its own new id, or th
 stored first. Nothing fails the whole batch because one row is a duplicate.
 
 `enqueue_events` sends one `process_events` job per batch of ids to each queue and marks them
-`queued`. The web process stores through `hub.ingress.writer.EventWriter` (group commit); events
+`queued` (the web's writer marks them with its next stored batch instead: one transaction
+less). The web process stores through `hub.ingress.writer.EventWriter` (group commit); events
 that Redis missed stay `received`, and the sweeper's relay (`hub.ingress.relay`) enqueues them.
 
 Only this module catches IntegrityError.
@@ -70,12 +71,19 @@ def store_event(engine: Engine, event: NewEvent) -> Stored:
     return store_events(engine, [event])[0]
 
 
-def store_events(engine: Engine, events: Sequence[NewEvent]) -> list[Stored]:
+def store_events(
+    engine: Engine, events: Sequence[NewEvent], *, mark_queued: Sequence[str] = ()
+) -> list[Stored]:
     """Store a batch in one transaction, skipping duplicates row by row; results in order.
 
-    Raises DatabaseUnavailable when the database cannot be reached (nothing is stored then).
+    `mark_queued`: ids of events already enqueued, marked `queued` in the same transaction (the
+    web process's writer saves a transaction per batch this way, see hub.ingress.writer).
+    Raises DatabaseUnavailable when the database cannot be reached (nothing is stored or
+    marked then).
     """
     if not events:
+        if mark_queued:
+            _mark_queued_now(engine, mark_queued)
         return []
     now = utcnow()
     rows: list[dict[str, Any]] = [
@@ -99,12 +107,16 @@ def store_events(engine: Engine, events: Sequence[NewEvent]) -> list[Stored]:
     for attempt in range(DEADLOCK_RETRIES + 1):
         try:
             with engine.begin() as conn:
+                if mark_queued:
+                    conn.execute(_queued(mark_queued))
                 existing = _insert_skipping_duplicates(conn, rows)
                 if persons:
                     _index_persons(conn, rows, persons, existing)
             break
         except IntegrityError:
             # not a duplicate (those are skipped): store row by row so one bad row fails alone
+            if mark_queued:
+                _mark_queued_now(engine, mark_queued)
             return [_store_alone(engine, row, persons) for row in rows]
         except OperationalError as exc:
             code = getattr(exc.orig, "args", (None,))[0]
@@ -243,8 +255,9 @@ def unavailable(what: str, exc: SQLAlchemyError) -> str:
 # -- handing events to the queues -----------------------------------------------------------------
 
 
-def enqueue_events(engine: Engine, redis: Redis, events: Sequence[tuple[str, str]]) -> int:
-    """Enqueue `process_events` for (event_id, queue) pairs, then mark them `queued`.
+def enqueue_events(engine: Engine | None, redis: Redis, events: Sequence[tuple[str, str]]) -> int:
+    """Enqueue `process_events` for (event_id, queue) pairs, then mark them `queued` (without
+    an engine the caller marks them: the web's writer does, with its next batch).
 
     Raises RedisUnavailable (events stay `received` for the relay) or DatabaseUnavailable.
     """
@@ -253,24 +266,32 @@ def enqueue_events(engine: Engine, redis: Redis, events: Sequence[tuple[str, str
         by_queue[queue].append(event_id)
     for queue, event_ids in by_queue.items():
         enqueue_ids(redis, PROCESS_EVENTS, queue, event_ids, batch_size=JOB_BATCH)
-    mark_queued(engine, [event_id for event_id, _ in events])
+    if engine is not None:
+        mark_queued(engine, [event_id for event_id, _ in events])
     for queue, event_ids in by_queue.items():  # one line per batch: the ids are in the jobs
         log.info("events.queued", extra={"count": len(event_ids), "queue": queue})
     return len(events)
 
 
-def mark_queued(engine: Engine, event_ids: Sequence[str]) -> None:
+def _queued(event_ids: Sequence[str]) -> Any:
     """`received` → `queued` (a worker may already have moved them further: left alone)."""
-    if not event_ids:
-        return
-    stmt = (
+    return (
         update(events_table)
         .where(events_table.c.id.in_(list(event_ids)))
         .where(events_table.c.status == EventStatus.RECEIVED)
         .values(status=EventStatus.QUEUED, updated_at=utcnow())
     )
+
+
+def mark_queued(engine: Engine, event_ids: Sequence[str]) -> None:
+    """`received` → `queued` in a transaction of its own (see `_queued`)."""
+    if event_ids:
+        _mark_queued_now(engine, event_ids)
+
+
+def _mark_queued_now(engine: Engine, event_ids: Sequence[str]) -> None:
     try:
         with engine.begin() as conn:
-            conn.execute(stmt)
+            conn.execute(_queued(event_ids))
     except SQLAlchemyError as exc:
         raise DatabaseUnavailable(unavailable("cannot mark events queued", exc)) from exc

@@ -3,14 +3,17 @@
 Concurrent requests put their event on an asyncio queue; a writer takes whatever is waiting (up
 to `MAX_BATCH` rows or `MAX_BATCH_BYTES`), commits it in one transaction in a worker thread
 (`hub.ingress.events.store_events`), and answers each request only after that commit. Committed
-new events go to an enqueuer that sends one `process_events` job per batch of ids to each queue
-and marks them `queued`. If Redis is down they stay `received`, and the sweeper's relay
-(`hub.ingress.relay`) enqueues them once it is back.
+new events go to an enqueuer that sends one `process_events` job per batch of ids to each queue;
+the next group commit marks them `queued` in its own transaction (or the enqueuer does, after
+`MARK_DELAY` without one), so a busy web process spends one transaction per batch, not two. If
+Redis is down they stay `received`, and the sweeper's relay (`hub.ingress.relay`) enqueues them
+once it is back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +22,7 @@ from redis import Redis
 from sqlalchemy import Engine
 
 from hub.core.errors import DatabaseUnavailable, HubError, RedisUnavailable
-from hub.ingress.events import NewEvent, Stored, enqueue_events, store_events
+from hub.ingress.events import NewEvent, Stored, enqueue_events, mark_queued, store_events
 
 log = logging.getLogger("hub.ingress.writer")
 
@@ -27,6 +30,7 @@ MAX_BATCH = 200  # rows per group commit
 MAX_BATCH_BYTES = 8 * 1024 * 1024  # payload bytes per group commit (max_allowed_packet is 16 MiB)
 WRITERS = 2  # group commits in flight at once
 REDIS_PAUSE = 2.0  # seconds the enqueuer leaves Redis alone after a failure
+MARK_DELAY = 0.05  # seconds enqueued ids wait for a group commit to mark them `queued`
 
 
 class EventWriter:
@@ -49,6 +53,7 @@ class EventWriter:
         self._executor = ThreadPoolExecutor(writers + 1, thread_name_prefix="hub-events")
         self._tasks: list[asyncio.Task[None]] = []
         self._redis_paused_until = 0.0
+        self._marks: list[str] = []  # enqueued, to be marked `queued` by the next commit
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> EventWriter:
@@ -65,6 +70,7 @@ class EventWriter:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._mark_alone()
         self._executor.shutdown(wait=True)
 
     async def store(self, event: NewEvent) -> Stored:
@@ -84,11 +90,14 @@ class EventWriter:
                 item = self._pending.get_nowait()
                 batch.append(item)
                 size += len(item[0].payload)
+            marks, self._marks = self._marks, []
+            store = functools.partial(
+                store_events, self.engine, [e for e, _ in batch], mark_queued=marks
+            )
             try:
-                results = await loop.run_in_executor(
-                    self._executor, store_events, self.engine, [e for e, _ in batch]
-                )
+                results = await loop.run_in_executor(self._executor, store)
             except Exception as exc:  # noqa: BLE001 - every waiter must get an answer
+                self._marks[:0] = marks  # not marked: the next commit tries again
                 error = exc if isinstance(exc, HubError) else DatabaseUnavailable(str(exc))
                 for _, future in batch:
                     if not future.done():
@@ -107,15 +116,22 @@ class EventWriter:
         assert self.redis is not None
         loop = asyncio.get_running_loop()
         while True:
-            batch = [await self._to_enqueue.get()]
+            if self._marks:  # no commit came to carry them: mark them alone
+                try:
+                    first = await asyncio.wait_for(self._to_enqueue.get(), MARK_DELAY)
+                except TimeoutError:
+                    await self._mark_alone()
+                    continue
+            else:
+                first = await self._to_enqueue.get()
+            batch = [first]
             while not self._to_enqueue.empty():
                 batch.append(self._to_enqueue.get_nowait())
             try:
                 if time.monotonic() < self._redis_paused_until:
                     continue  # left `received`: the sweeper's relay enqueues them
-                await loop.run_in_executor(
-                    self._executor, enqueue_events, self.engine, self.redis, batch
-                )
+                await loop.run_in_executor(self._executor, enqueue_events, None, self.redis, batch)
+                self._marks.extend(event_id for event_id, _ in batch)
             except RedisUnavailable:
                 self._redis_paused_until = time.monotonic() + REDIS_PAUSE
                 log.warning("events.enqueue_deferred", extra={"count": len(batch)})
@@ -127,3 +143,16 @@ class EventWriter:
             finally:
                 for _ in batch:
                     self._to_enqueue.task_done()
+
+    async def _mark_alone(self) -> None:
+        marks, self._marks = self._marks, []
+        if not marks:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, mark_queued, self.engine, marks)
+        except HubError as exc:  # they stay `received`: the relay enqueues them again
+            log.warning(
+                "events.mark_failed",
+                extra={"count": len(marks), "error_class": type(exc).__name__},
+            )

@@ -51,6 +51,7 @@ def test_bench_ingest_stores_every_accepted_event_exactly_once(
     assert report["exactly_once"] is True
     assert report["stored_rows"] == report["accepted_total"]  # the built-in client reads all
     assert report["ceiling_per_s"] > 0 and 0 < report["ratio_to_ceiling"]
+    assert report["accepted_per_s_per_web_process"] == report["accepted_per_s"]  # one process
     assert report["peak_rss_mb"]
     # scratch data only: the test database saw no event
     with engine.connect() as conn:
@@ -58,7 +59,13 @@ def test_bench_ingest_stores_every_accepted_event_exactly_once(
 
 
 def test_bench_e2e_delivers_every_fan_out_exactly_once(database_url: str, redis_url: str) -> None:
-    report = hub_bench(["e2e", "--events", "150", "--concurrency", "8"], database_url, redis_url)
+    """At a steady --rate: 150 events at 100/s take about 1.5 s to send, not a burst."""
+    report = hub_bench(
+        ["e2e", "--events", "150", "--concurrency", "8", "--rate", "100"], database_url, redis_url
+    )
+    assert report["rate"] == 100
+    assert report["ingest_s"] >= 1.4, f"150 events paced at 100/s sent in {report['ingest_s']}s"
+    assert report["deliveries_per_s_per_worker"] > 0
     assert report["accepted"] == 150
     assert report["deliveries_created"] == 300
     assert report["delivered"] == 300

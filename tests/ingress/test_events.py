@@ -26,7 +26,7 @@ from hub.ingress.events import (
     store_events,
 )
 from hub.ingress.relay import relay_received, requeue_lost
-from hub.ingress.writer import EventWriter
+from hub.ingress.writer import MARK_DELAY, EventWriter
 from hub.local.processes import free_port as closed_port
 
 
@@ -138,6 +138,27 @@ def test_the_group_commit_answers_each_caller_after_its_commit(
     enqueued = sorted(i for job in jobs for i in job.args[0])
     assert enqueued == sorted(r.id for r in rows)  # each new event enqueued once, in batches
     assert len(jobs) < 40
+
+
+def test_events_left_unmarked_when_traffic_stops_are_marked_queued_by_the_enqueuer(
+    engine: Engine, redis: Redis, tenant_id: int
+) -> None:
+    """Under traffic the `queued` marks ride on the next group commit; the last batch has no
+    commit after it, so the enqueuer marks it on its own within MARK_DELAY, writer running."""
+
+    async def scenario() -> list[EventStatus]:
+        writer = await EventWriter(engine, redis, max_batch=8).start()
+        try:
+            for i in range(20):
+                await writer.store(new(tenant_id, f"a{i}"))
+            await asyncio.sleep(MARK_DELAY * 10)
+            return [row.status for row in stored_rows(engine)]
+        finally:
+            await writer.stop()
+
+    statuses = asyncio.run(scenario())
+    assert len(statuses) == 20
+    assert set(statuses) == {EventStatus.QUEUED}, statuses
 
 
 def test_mark_queued_never_moves_an_event_backwards(engine: Engine, tenant_id: int) -> None:
