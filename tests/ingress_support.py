@@ -1,4 +1,4 @@
-"""Shared by the ingress tests: a sources.yaml applied, keys, a live uvicorn server on a free port."""
+"""Shared by the ingress tests: sources.yaml applied, keys, a live uvicorn server on a free port."""
 
 from __future__ import annotations
 
