@@ -22,6 +22,7 @@ from starlette.testclient import TestClient
 
 from hub.app import create_app
 from hub.core.models import EventSource
+from hub.core.queues import CONFIG_VERSION_KEY
 from hub.core.settings import Settings
 from hub.ingress.applied import AppliedSources, LiveSources, load_applied_sources
 from hub.ingress.route import FastIngress
@@ -88,9 +89,11 @@ def test_every_host_serves_the_applied_signature_and_a_new_apply_without_a_resta
     assert [signed_post(c, key, OLD) for c in clients] == [202, 202]
     assert [signed_post(c, key, NEW) for c in clients] == [401, 401]
 
-    # the file changes on disk (a deploy), nobody applies: nothing changes, on any host
+    # the file changes on disk (a deploy), nobody applies: nothing changes, on any host, even
+    # when they look again (a stray notification makes them read the database's version)
     write_mappings(mappings, SIGNED.format(which="NEW"))
-    time.sleep(1.5)  # more than a web process's look at the config version (1 s)
+    redis.incr(CONFIG_VERSION_KEY)
+    time.sleep(2.5)  # more than a look at the Redis key (1 s) or at a file's mtime (2 s)
     assert [signed_post(c, key, OLD) for c in clients] == [202, 202]
     assert [signed_post(c, key, NEW) for c in clients] == [401, 401]
 
