@@ -1,4 +1,4 @@
-"""Shared by the ingress tests: a sources.yaml, keys, a live uvicorn server on a free port."""
+"""Shared by the ingress tests: sources.yaml applied, keys, a live uvicorn server on a free port."""
 
 from __future__ import annotations
 
@@ -12,14 +12,18 @@ from datetime import datetime
 from pathlib import Path
 
 import uvicorn
+from redis import Redis
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 from starlette.applications import Starlette
 
+from hub.core.db import create_db_engine
 from hub.core.models import IntegrationEvent, KeyKind
 from hub.core.settings import Settings
 from hub.ingress.apikeys import create_key
 from hub.local.processes import free_port
+from hub.mapping.apply import apply_mappings
+from hub.mapping.config import load_mappings
 
 SOURCES_YAML = """\
 sources:
@@ -69,10 +73,18 @@ sources:
 """
 
 
-def write_mappings(directory: Path) -> Path:
+def write_mappings(directory: Path, sources: str = SOURCES_YAML) -> Path:
+    """A mappings directory of these sources (no endpoints, no rules)."""
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "sources.yaml").write_text(SOURCES_YAML)
+    (directory / "sources.yaml").write_text(sources)
+    if not (directory / "endpoints.yaml").exists():
+        (directory / "endpoints.yaml").write_text("endpoints: {}\n")
     return directory
+
+
+def apply_sources(engine: Engine, directory: Path, redis: Redis | None = None) -> int:
+    """`hub mappings apply` of `directory`: web processes serve only applied sources."""
+    return apply_mappings(engine, redis, load_mappings(directory)).version
 
 
 def make_key(
@@ -135,9 +147,14 @@ def live_server(app: Starlette) -> Iterator[str]:
 
 
 def ingress_settings(settings: Settings, tmp_path: Path, **update: object) -> Settings:
-    return settings.model_copy(
-        update={"mappings_dir": write_mappings(tmp_path / "mappings"), **update}
-    )
+    """`settings` with SOURCES_YAML as the mappings, applied to the test database."""
+    directory = write_mappings(tmp_path / "mappings")
+    engine = create_db_engine(settings)
+    try:
+        apply_sources(engine, directory)
+    finally:
+        engine.dispose()
+    return settings.model_copy(update={"mappings_dir": directory, **update})
 
 
 class TcpProxy:

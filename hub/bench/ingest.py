@@ -25,6 +25,8 @@ from hub.local.processes import (
     stop_all,
     wait_http_ok,
 )
+from hub.mapping.apply import apply_mappings
+from hub.mapping.config import load_mappings
 
 Progress = Callable[[str], None]
 
@@ -112,6 +114,8 @@ def bench_ingest(
 ) -> dict[str, Any]:
     with scratch(settings, redis_db=redis_db, keep=keep) as s:
         workload.write_mappings(s.dir / "mappings")
+        # web processes serve the applied sources only
+        apply_mappings(s.engine, s.redis, load_mappings(s.dir / "mappings"))
         env = s.env(dict(os.environ))
         env["BENCH_API_KEY"] = s.key
 

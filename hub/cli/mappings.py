@@ -84,6 +84,9 @@ def check(directory: Path | None) -> None:
 def apply(directory: Path | None, strict: bool) -> None:
     """Validate DIR and publish it to the database (all or nothing; same files: no change).
 
+    Rules and endpoints reach the workers, sources the web processes, all at one config version;
+    no running process reads DIR.
+
     Every endpoint `env:` reference that is unset in this environment, for any tenant, is named
     on stderr (deliveries to it would fail with that variable named); `--strict` refuses then.
     """
@@ -133,7 +136,8 @@ def apply(directory: Path | None, strict: bool) -> None:
     state = "applied" if result.changed else "no change"
     click.echo(
         f"{state}: version {result.version}; rules: {result.rules.summary()}; "
-        f"endpoints: {result.endpoints.summary()}; syncs: {sync_changes.summary()}"
+        f"endpoints: {result.endpoints.summary()}; sources: {result.sources.summary()}; "
+        f"syncs: {sync_changes.summary()}"
     )
     for missing in sync_changes.unknown_tenants:
         click.echo(f"hub: warning: sync {missing}: no such tenant (skipped)", err=True)

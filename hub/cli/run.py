@@ -47,16 +47,16 @@ def up(host: str | None, port: int | None, worker_count: int) -> None:
     help="uvicorn worker processes.",
 )
 def serve(host: str | None, port: int | None, workers: int) -> None:
-    """Run the web server (uvicorn, no access log: hub logs its own lines)."""
+    """Run the web server (uvicorn, no access log: hub logs its own lines).
+
+    It starts even while the database is down: /health and webhooks answer 503 until it is back,
+    and the applied sources load then, without a restart.
+    """
     import uvicorn
 
     from hub.cli.group import load_settings
-    from hub.core.db import check_database, create_db_engine
 
     settings = load_settings(host=host, port=port)
-    engine = create_db_engine(settings)
-    check_database(engine)
-    engine.dispose()
     uvicorn.run(
         "hub.app:app_factory",
         factory=True,

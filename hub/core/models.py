@@ -267,15 +267,33 @@ class WebhookEndpoint(Base):
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
 
 
+class EventSource(Base):
+    """A source from sources.yaml (who may send, how its events are recognised); secrets stay
+    `env:` / `secret:` references, resolved by each web process."""
+
+    __tablename__ = "event_sources"
+    __table_args__ = (UniqueConstraint("name", "version", name="uq_event_sources_name_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128))
+    version: Mapped[int] = mapped_column(Integer)
+    checksum: Mapped[str] = mapped_column(String(64))
+    definition: Mapped[dict[str, Any]] = mapped_column(JSON)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
 class ConfigVersion(Base):
-    """One effective `hub mappings apply`: its id is the config version workers watch."""
+    """One effective `hub mappings apply`: its id is the config version workers and web
+    processes watch."""
 
     __tablename__ = "config_versions"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    checksum: Mapped[str] = mapped_column(String(64))  # of every applied rule and endpoint
+    checksum: Mapped[str] = mapped_column(String(64))  # of every applied rule, endpoint, source
     rules: Mapped[int] = mapped_column(Integer)
     endpoints: Mapped[int] = mapped_column(Integer)
+    sources: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
 
 

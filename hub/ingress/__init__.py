@@ -4,6 +4,7 @@ route.py        the webhook handler: authenticate -> limit -> verify -> store ->
 principals.py   the one API-key extractor and who a key names (ingest, admin, operator)
 apikeys.py      keys: created, hashed, looked up (cached for ingest), revoked
 sources.py      sources.yaml: who may send and how their events are recognised
+applied.py      the sources `hub mappings apply` stored, reloaded when the config version moves
 signatures.py   incoming schemes: Standard Webhooks, HMAC-SHA256, Stripe, token, Meta
 meta.py         Meta's webhooks: the GET handshake, the whatsapp_cloud preset's event id and type
 persons.py      declared personal identifiers, normalised and hashed for erasure by person

@@ -5,9 +5,10 @@
     → parse JSON → event id and type → store (group commit) → respond 202 / 200 duplicate
 
 A 202 is sent only after the event row is committed; the enqueue of `process_events` follows
-(batched, see hub.ingress.writer). Everything a request needs that can be done once is done at
-start: sources compiled (signature verifier, extractors, networks), keys cached
-(hub.ingress.apikeys).
+(batched, see hub.ingress.writer). Everything a request needs that can be done once is done
+ahead: the applied sources compiled (signature verifier, extractors, networks) whenever the config
+version moves (hub.ingress.applied), keys cached (hub.ingress.apikeys). Until the sources are
+first loaded (the database was down at the start), webhooks are answered 503.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from hub.core.db import create_db_engine
 from hub.core.errors import (
     AddressNotAllowed,
     BadRequest,
+    DatabaseUnavailable,
     HubError,
     InvalidApiKey,
     InvalidJson,
@@ -57,18 +59,20 @@ from hub.core.secrets import SecretCache
 from hub.core.settings import Settings
 from hub.ingress import meta
 from hub.ingress.apikeys import USAGE_FLUSH_INTERVAL, KeyCache, KeyRecord, UsageTracker
+from hub.ingress.applied import AppliedSources, LiveSources
 from hub.ingress.events import NewEvent, Stored
 from hub.ingress.persons import PersonPaths
 from hub.ingress.principals import presented_key
 from hub.ingress.ratelimit import RateLimiter
 from hub.ingress.signatures import SignatureScheme, scheme_for
-from hub.ingress.sources import SOURCES_FILE, Extractor, SourceConfig, load_sources
+from hub.ingress.sources import Extractor, SourceConfig
 from hub.ingress.writer import WRITERS, EventWriter
 
 log = logging.getLogger("hub.ingress.route")
 
 CORRELATION_HEADER = "x-correlation-id"
-SOURCES_CHECK_INTERVAL = 2.0  # seconds between looks at sources.yaml's modification time
+SECRETS_CHECK_INTERVAL = 2.0  # seconds between looks at the tenant secrets' version
+FIRST_LOAD_WAIT = 5.0  # seconds the start waits for the applied sources (then: 503 until loaded)
 _CORRELATION_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
 _SIMPLE_PATH = re.compile(r"^\$((?:\.[A-Za-z_][A-Za-z0-9_\-]*)+)$")
 _JSON_TYPE = re.compile(r"^application/(?:[\w.+-]+\+)?json$")
@@ -116,7 +120,7 @@ def compile_extractor(extractor: Extractor) -> ValueGetter:
 
 @dataclass(frozen=True)
 class Source:
-    """A source from sources.yaml, ready for requests."""
+    """An applied source (sources.yaml, through `hub mappings apply`), ready for requests."""
 
     name: str
     queue: str
@@ -182,24 +186,12 @@ def _describe(extractor: Extractor) -> str:
     return "constant"
 
 
-def sources_stamp(settings: Settings) -> float | None:
-    """When sources.yaml last changed (None: absent)."""
-    try:
-        return (settings.mappings_dir / SOURCES_FILE).stat().st_mtime
-    except OSError:
-        return None
-
-
-def compile_sources(settings: Settings) -> dict[str, Source]:
-    """The sources of HUB_MAPPINGS_DIR, compiled; none when there is no sources.yaml yet."""
-    if not (settings.mappings_dir / SOURCES_FILE).is_file():
-        log.warning("ingress.no_sources", extra={"reason": f"no {SOURCES_FILE}"})
-        return {}
-    configs = load_sources(settings.mappings_dir)
+def compile_sources(applied: AppliedSources, settings: Settings) -> dict[str, Source]:
+    """The applied sources that take webhooks, compiled (amqp sources are read by `hub consume`)."""
     return {
         name: Source.compile(name, config, settings)
-        for name, config in configs.items()
-        if config.amqp is None  # read by `hub consume`, not posted
+        for name, config in applied.configs.items()
+        if config.amqp is None
     }
 
 
@@ -228,22 +220,20 @@ class Ingress:
     trusted_proxies: tuple[Network, ...]
     secrets: SecretCache
     hasher: PersonHasher
-    sources_stamp: float | None = None
+    sources_version: int | None = None  # the config version in force; None: not loaded yet
 
-    def reload_sources(self) -> bool:
-        """Pick up an edited sources.yaml; a broken one is logged and the old sources kept."""
-        stamp = sources_stamp(self.settings)
-        if stamp == self.sources_stamp:
-            return False
-        try:
-            sources = compile_sources(self.settings)
-        except HubError as exc:
-            log.error("ingress.sources_not_reloaded", extra={"reason": exc.message[:500]})
-            self.sources_stamp = stamp  # do not retry until it changes again
-            return False
-        self.sources, self.sources_stamp = sources, stamp
-        log.info("ingress.sources_reloaded", extra={"count": len(sources)})
-        return True
+    def use_sources(self, applied: AppliedSources) -> None:
+        """Serve `applied` from now on (LiveSources calls it when the config version moves)."""
+        sources = compile_sources(applied, self.settings)
+        self.sources, self.sources_version = sources, applied.version
+        log.info(
+            "ingress.sources_loaded", extra={"version": applied.version, "count": len(sources)}
+        )
+        if not applied.configs:
+            log.warning(
+                "ingress.no_sources",
+                extra={"version": applied.version, "reason": "none applied: hub mappings apply"},
+            )
 
     async def authenticate(self, request: Request) -> KeyRecord:
         """The key of the request: in a header, or in `?api_key=` where the source opts in
@@ -267,6 +257,10 @@ class Ingress:
         return key
 
     def source(self, name: str, key: KeyRecord) -> Source:
+        if self.sources_version is None:
+            raise DatabaseUnavailable(
+                "the applied sources are not loaded yet (the database is unreachable); retry"
+            )
         source = self.sources.get(name)
         if source is None:
             raise UnknownSource(f"no source named {name!r}")
@@ -564,8 +558,6 @@ class FastIngress:
 async def serving(state: Any) -> AsyncIterator[Ingress]:
     """Build the Ingress on `state` (the app's: settings, engine, redis), run it, drain it."""
     settings: Settings = state.settings
-    sources = compile_sources(settings)  # a broken sources.yaml stops the start, with every problem
-    stamp = sources_stamp(settings)
     trusted = parse_networks(settings.trusted_proxies)
     limiter = RateLimiter.for_engine(state.engine, redis_url(settings), settings.default_rate_limit)
     # the writer's own connections: no ping before each batch and no rollback after its commit
@@ -577,10 +569,10 @@ async def serving(state: Any) -> AsyncIterator[Ingress]:
     cipher = Cipher.from_settings(settings)
     secrets = SecretCache(state.engine, cipher, state.redis)
     # in a daemon thread of its own: a hung database must not hold the start, /health or the exit
-    secrets.watch(SOURCES_CHECK_INTERVAL)
+    secrets.watch(SECRETS_CHECK_INTERVAL)
     ingress = Ingress(
         settings=settings,
-        sources=sources,
+        sources={},
         keys=KeyCache.for_engine(state.engine),
         usage=UsageTracker(),
         limiter=limiter,
@@ -589,14 +581,18 @@ async def serving(state: Any) -> AsyncIterator[Ingress]:
         trusted_proxies=trusted,
         secrets=secrets,
         hasher=person_hasher(settings),
-        sources_stamp=stamp,
     )
+    # the applied sources, reloaded when the config version moves; the database may be down now
+    live = LiveSources(state.engine, state.redis, ingress.use_sources)
+    live.watch()
+    await asyncio.to_thread(live.wait_first, FIRST_LOAD_WAIT)
     state.ingress = ingress
     housekeeping = asyncio.create_task(_housekeeping(ingress, state.engine))
     try:
         yield ingress
     finally:
         housekeeping.cancel()
+        live.stop()
         ingress.secrets.stop()
         with suppress(asyncio.CancelledError):
             await housekeeping
@@ -606,11 +602,7 @@ async def serving(state: Any) -> AsyncIterator[Ingress]:
 
 
 async def _housekeeping(ingress: Ingress, engine: Any) -> None:
-    """Reload sources.yaml when it changes; write keys' last use once a minute."""
-    last_flush = time.monotonic()
+    """Write keys' last use once a minute."""
     while True:
-        await asyncio.sleep(SOURCES_CHECK_INTERVAL)
-        ingress.reload_sources()
-        if time.monotonic() - last_flush >= USAGE_FLUSH_INTERVAL:
-            last_flush = time.monotonic()
-            await asyncio.to_thread(ingress.usage.flush, engine)
+        await asyncio.sleep(USAGE_FLUSH_INTERVAL)
+        await asyncio.to_thread(ingress.usage.flush, engine)

@@ -24,5 +24,5 @@ def apply_at_boot(settings: Settings, engine: Engine) -> str:
     note = "" if result.changed else ", unchanged"
     return (
         f"{len(config.rules)} rules, {len(config.endpoints)} endpoints, "
-        f"version {result.version}{note}"
+        f"{len(config.sources)} sources, version {result.version}{note}"
     )

@@ -14,12 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis import Redis
-from redis.exceptions import RedisError
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from hub.core.models import EndpointKind, EventMapping, WebhookEndpoint
-from hub.core.queues import CONFIG_VERSION_KEY
+from hub.ingress.applied import published_version
 from hub.mapping.apply import current_version
 from hub.mapping.config import ruleset_from_definitions
 from hub.mapping.engine import RuleSet
@@ -67,7 +66,7 @@ class LiveMappings:
         if self._applied is not None and now < self._next_check:
             return self._applied
         self._next_check = now + self.interval
-        wanted = self._published(redis)
+        wanted = published_version(redis)
         if wanted is None and (self._applied is None or now >= self._next_db_check):
             self._next_db_check = now + self.db_interval
             with Session(engine) as session:
@@ -76,19 +75,6 @@ class LiveMappings:
             self._applied = load_applied(engine)
             log.info("mappings.loaded", extra={"version": self._applied.version})
         return self._applied
-
-    @staticmethod
-    def _published(redis: Redis | None) -> int | None:
-        if redis is None:
-            return None
-        try:
-            raw = redis.get(CONFIG_VERSION_KEY)
-        except (RedisError, OSError):
-            return None
-        try:
-            return int(raw) if raw is not None else None
-        except (TypeError, ValueError):
-            return None
 
 
 def live_mappings(cache: dict[str, Any]) -> LiveMappings:

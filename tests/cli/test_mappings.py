@@ -13,7 +13,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from hub.cli import cli
-from hub.core.models import EventMapping
+from hub.core.models import ConfigVersion, EventMapping, EventSource
 from hub.core.queues import CONFIG_VERSION_KEY
 
 SHIPPED = Path(__file__).resolve().parents[2] / "mappings"
@@ -77,6 +77,35 @@ def test_apply_is_all_or_nothing_and_idempotent(
         f"no change: version {version}; rules: 0 added, 0 updated, 0 removed, 4 unchanged"
     )
     assert redis.get(CONFIG_VERSION_KEY) == version.encode()
+
+
+def test_a_bad_sources_yaml_is_refused_with_file_line_and_path_and_nothing_stored(
+    mappings: Path, database_url: str, redis_url: str, engine: Engine, redis: Redis
+) -> None:
+    env = {"HUB_DATABASE_URL": database_url, "HUB_REDIS_URL": redis_url}
+    code, out, err = run(["mappings", "apply", str(mappings)], env)
+    assert code == 0 and "sources: 7 added, 0 updated, 0 removed, 0 unchanged" in out, out + err
+
+    def stored() -> tuple[object, ...]:
+        with Session(engine) as session:
+            rows = session.execute(
+                select(EventSource.name, EventSource.version, EventSource.active)
+            ).all()
+            version = session.scalar(select(func.max(ConfigVersion.id)))
+        return version, sorted(rows), redis.get(CONFIG_VERSION_KEY)
+
+    before = stored()
+    sources = mappings / "sources.yaml"
+    lines = sources.read_text().splitlines()
+    site = next(i for i, line in enumerate(lines) if line.startswith("  site:"))
+    lines.insert(site + 1, "    allowed_ips: [the-office]")
+    lines.insert(site + 1, "    critical: sometimes")
+    sources.write_text("\n".join(lines) + "\n")
+    code, _, err = run(["mappings", "apply", str(mappings)], env)
+    assert code == 2, err
+    assert f"sources.yaml:{site + 2} sources.site.critical:" in err, err
+    assert f"sources.yaml:{site + 3} sources.site.allowed_ips:" in err, err
+    assert stored() == before, "a refused apply changed the stored sources or the version"
 
 
 def test_test_runs_every_example(mappings: Path) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from ingress_support import event_count, events, make_key
+from ingress_support import apply_sources, event_count, events, make_key, write_mappings
 from sqlalchemy import Engine
 from starlette.testclient import TestClient
 
@@ -81,11 +81,10 @@ def signed(body: object, secret: str = APP_SECRET) -> tuple[bytes, dict[str, str
 
 @pytest.fixture
 def client(
-    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[TestClient]:
-    mappings = tmp_path / "mappings"
-    mappings.mkdir()
-    (mappings / "sources.yaml").write_text(SOURCES)
+    mappings = write_mappings(tmp_path / "mappings", SOURCES)
+    apply_sources(engine, mappings)
     monkeypatch.setenv("CLINIC_1_META_APP_SECRET", APP_SECRET)
     monkeypatch.setenv("CLINIC_1_META_VERIFY_TOKEN", VERIFY)
     app = create_app(settings.model_copy(update={"mappings_dir": mappings}))

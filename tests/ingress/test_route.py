@@ -6,7 +6,6 @@ import asyncio
 import base64
 import hashlib
 import hmac
-import os
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -34,7 +33,6 @@ from starlette.testclient import TestClient
 
 from hub.app import create_app
 from hub.core.crypto import Cipher
-from hub.core.errors import MappingsError
 from hub.core.models import ApiKey, EventStatus, IntegrationEvent, KeyKind, RateLimit, Tenant
 from hub.core.queues import PROCESS_EVENTS, get_queue
 from hub.core.settings import Settings
@@ -677,40 +675,6 @@ def test_last_used_at_is_not_written_per_request_but_kept(
             assert post(client, "plain", key, [i]).status_code == 202
         assert last_used() is None  # remembered in memory, not one UPDATE per request
     assert last_used() is not None  # written when the process flushes (every minute, and at exit)
-
-
-# -- sources.yaml ---------------------------------------------------------------------------------
-
-
-def test_an_edited_sources_yaml_is_picked_up_and_a_broken_one_ignored(
-    hub_settings: Settings, engine: Engine, key: str
-) -> None:
-    path = hub_settings.mappings_dir / "sources.yaml"
-    with TestClient(create_app(hub_settings)) as client:
-        ingress = client.app.state.ingress  # type: ignore[attr-defined]
-        assert post(client, "crm", key, [1]).status_code == 404
-        path.write_text(path.read_text() + "  crm:\n    event_type: {const: crm.changed}\n")
-        os.utime(path, (time.time() + 5, time.time() + 5))
-        assert ingress.reload_sources() is True
-        assert post(client, "crm", key, [1]).status_code == 202
-        path.write_text("sources:\n  crm: {queue: nowhere}\n")
-        os.utime(path, (time.time() + 10, time.time() + 10))
-        assert ingress.reload_sources() is False  # logged; the sources in force stay
-        assert post(client, "crm", key, [2]).status_code == 202
-    assert event_count(engine) == 2
-
-
-def test_a_broken_sources_yaml_stops_the_start_naming_file_and_line(
-    hub_settings: Settings,
-) -> None:
-    (hub_settings.mappings_dir / "sources.yaml").write_text(
-        "sources:\n  site:\n    max_body: lots\n"
-    )
-    with (
-        pytest.raises(MappingsError, match=r"sources.yaml:3"),
-        TestClient(create_app(hub_settings)),
-    ):
-        pass
 
 
 def test_other_paths_still_go_through_the_router(client: TestClient, key: str) -> None:

@@ -19,10 +19,13 @@ def test_the_boot_step_is_registered_and_summarises(
 ) -> None:
     assert ("mappings", apply_at_boot) in BOOT_STEPS
     first = apply_at_boot(settings, engine)
-    assert first.startswith("4 rules, 8 endpoints, version ")
+    assert first.startswith("4 rules, 8 endpoints, 7 sources, version ")
     version = first.rsplit(" ", 1)[1]
     assert redis.get(CONFIG_VERSION_KEY) == version.encode()
-    assert apply_at_boot(settings, engine) == f"4 rules, 8 endpoints, version {version}, unchanged"
+    assert (
+        apply_at_boot(settings, engine)
+        == f"4 rules, 8 endpoints, 7 sources, version {version}, unchanged"
+    )
 
 
 def test_without_a_mappings_directory_hub_up_still_starts(
