@@ -25,7 +25,7 @@ def deliver(delivery_ids: list[str]) -> Any:
     """Send each delivery to its endpoint, recording attempts, retries and dead letters.
 
     The job hands each endpoint's group to its lane and returns: the worker takes its next job
-    while slow targets answer (their leases cover the sends; see hub.delivery.jobs)."""
+    while slow targets answer (their leases cover the sends; see hub.delivery.groups)."""
     return deliver_batch(current(), delivery_ids, wait=False)
 
 

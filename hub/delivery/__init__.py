@@ -10,7 +10,10 @@ retry.py        retry policy as data and the pure next_delay
 breaker.py      the circuit breaker: a few Redis keys per endpoint
 throttle.py     the outgoing rate limit per endpoint
 lanes.py        each endpoint's sends on its own threads, at its own concurrency
-jobs.py         the deliver job: leases, sends per endpoint lane, attempts, retries, dead letters
+jobs.py         the deliver job: a batch in chunks, each endpoint's group on its lane
+runtime.py      per worker process: adapters, lanes, caches and the groups in flight
+groups.py       an endpoint's group: lane room, leases, breaker and rate limit, sends
+outcomes.py     each send's outcome: attempts, statuses, retries, dead letters, one log line
 pauses.py       pausing an endpoint: its deliveries wait untried, released on resume
 sweeps.py       due retries, expired leases and pending deliveries back on their queues
 

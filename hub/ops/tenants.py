@@ -3,7 +3,7 @@
 `hub tenants …`, `/admin/tenants` and the console list and change tenants through these same
 functions; each takes a Session the caller commits. A deactivated tenant keeps every row: its keys
 are refused (within the key cache's few seconds) and its deliveries wait without using attempts
-(hub.delivery.jobs) until it is activated again. Rate-limit overrides are the `rate_limits` rows
+(hub.delivery.groups) until it is activated again. Rate-limit overrides are the `rate_limits` rows
 that ingress already reads (within its overrides cache's seconds). Erasing a tenant is
 hub.ops.offboarding's.
 """
