@@ -1,22 +1,36 @@
 """Database engines: one per process, built from settings and passed down.
 
 SQLite (the embedded default) runs in WAL mode with a busy timeout so web, worker and sweeper
-processes share the file; MySQL/MariaDB gets a pre-ping pool sized for the web threadpool.
+processes share the file; MySQL/MariaDB gets a pool sized for the web threadpool that spends no
+round trip a transaction does not need: a connection is pinged on checkout only after resting
+`PING_IDLE` seconds (a busy process does not ping before each transaction, and a dead
+connection found later fails its statement and is replaced, as the pool invalidates on a
+disconnect), and it is rolled back on return only when the driver says a transaction is still
+open (not after every commit).
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DisconnectionError,
+    NoSuchModuleError,
+    OperationalError,
+    SQLAlchemyError,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
 from hub.core.errors import DatabaseUnavailable, SettingError
 from hub.core.settings import Settings
 
 CONNECT_TIMEOUT = 5  # seconds; a down database must not hang a request or a CLI command
+PING_IDLE = 2.0  # seconds a pooled connection may rest before it is pinged on checkout
+_IN_TRANSACTION = 1  # the server's SERVER_STATUS_IN_TRANS flag, as PyMySQL keeps it
 
 
 def create_db_engine(settings: Settings, **overrides: Any) -> Engine:
@@ -34,7 +48,7 @@ def create_db_engine(settings: Settings, **overrides: Any) -> Engine:
         kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
     elif url.get_backend_name() in ("mysql", "mariadb"):
         kwargs.update(
-            pool_pre_ping=True,
+            pool_reset_on_return=None,  # `_reset_if_open` instead
             pool_recycle=3600,
             pool_size=20,
             max_overflow=20,
@@ -48,7 +62,43 @@ def create_db_engine(settings: Settings, **overrides: Any) -> Engine:
 
     if url.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+    elif url.get_backend_name() in ("mysql", "mariadb") and not kwargs.get("pool_pre_ping"):
+        _economical_pool(engine)
     return engine
+
+
+def _economical_pool(engine: Engine) -> None:
+    """Ping on checkout only after a rest; roll back on return only an open transaction."""
+    ping = engine.dialect.do_ping
+
+    def rested(_dbapi_connection: Any, record: Any) -> None:
+        record.info["rested_at"] = time.monotonic()
+
+    def check(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("rested_at")
+        if since is None or time.monotonic() - since < PING_IDLE:
+            return
+        try:
+            ping(dbapi_connection)
+        except Exception as exc:  # noqa: BLE001 - any failure: the pool connects again
+            raise DisconnectionError(f"a pooled connection did not answer ({exc})") from exc
+
+    def committed(conn: Any) -> None:
+        conn.connection._connection_record.info["committed"] = True
+
+    def reset(dbapi_connection: Any, record: Any, state: Any) -> None:
+        committed = record.info.pop("committed", False) if record is not None else False
+        if state.terminate_only or state.transaction_was_reset:
+            return  # closing, or the Connection rolled back already
+        status = getattr(dbapi_connection, "server_status", None)
+        if committed and status is not None and not status & _IN_TRANSACTION:
+            return  # committed, and the server says no transaction is open
+        dbapi_connection.rollback()  # anything else (a raw connection, an unknown driver)
+
+    event.listen(engine, "commit", committed)
+    event.listen(engine.pool, "checkin", rested)
+    event.listen(engine.pool, "checkout", check)
+    event.listen(engine.pool, "reset", reset)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -1,8 +1,9 @@
 """One endpoint's part of a chunk: claimed, prepared, admitted, sent on its lane.
 
     claim: room in the endpoint's lane (hub.delivery.lanes), then a lease on each delivery (one
-    UPDATE: `delivering` until its rounds of sends at the endpoint's timeout plus a margin) ·
-    load and prepare (decrypt the request) · admit: circuit breaker, outgoing rate limit · send
+    UPDATE: `delivering` until its rounds of sends at the endpoint's timeout plus a margin) and
+    the leased rows read back, every group of a chunk in one transaction · prepare (decrypt
+    the request) · admit: circuit breaker, outgoing rate limit · send
     on the endpoint's own threads · the last send to return finishes the group
     (hub.delivery.outcomes)
 
@@ -30,7 +31,7 @@ from sqlalchemy import and_, or_, select, update
 
 from hub.core.context import JobContext
 from hub.core.crypto import DecryptionError
-from hub.core.models import DeliveryStatus, Tenant, WebhookDelivery, utcnow
+from hub.core.models import DeliveryStatus, WebhookDelivery, utcnow
 from hub.delivery.adapters import DeliveryRef, Outcome, OutgoingRequest, Target, Verdict
 from hub.delivery.breaker import CircuitState, Gate
 from hub.delivery.endpoints import EndpointConfig
@@ -78,35 +79,23 @@ def takeable(now: datetime) -> Any:
     )
 
 
-def claim(ctx: JobContext, rt: DeliveryRuntime, name: str, ids: list[str], now: datetime) -> Group:
-    """Room in the endpoint's lane, then a lease on its deliveries (the whole group: the ones
-    left without room are deferred under the same lease)."""
-    config = rt.registry.endpoint(name)
-    lane = room = None
-    lease = UNKNOWN_ENDPOINT_LEASE
-    if config is not None:
-        lane = rt.lanes.get(name, config)
-        room = lane.reserve(len(ids), config.timeout)
-        lease = room.lease
-    # the lease's expiry doubles as the group's claim token: unique to the microsecond
-    token = now + timedelta(seconds=lease, microseconds=random.randrange(1_000_000))
-    with ctx.engine.begin() as conn:
-        conn.execute(
-            update(WebhookDelivery)
-            .where(WebhookDelivery.id.in_(ids), takeable(now))
-            .values(status=DeliveryStatus.DELIVERING, lease_expires_at=token, updated_at=now)
-        )
-    taken = room.taken if room is not None else len(ids)
-    timeout = config.timeout if config is not None else 0.0
-    # a send must be able to take its whole timeout and leave half the margin for the writes
-    send_by = time.monotonic() + lease - timeout - margin(timeout) / 2
-    return Group(name, config, lane, room, token, send_by, ids[:taken], ids[taken:])
-
-
-def load(ctx: JobContext, groups: list[Group]) -> list[Any]:
-    """The leased rows (the ones another worker took in between are not among them)."""
+def claim(
+    ctx: JobContext, rt: DeliveryRuntime, by_endpoint: dict[str, list[str]], now: datetime
+) -> tuple[list[Group], list[Any]]:
+    """Room in each endpoint's lane, then a lease on its deliveries (the whole group: the ones
+    left without room are deferred under the same lease), and the leased rows: one transaction
+    for every group of a chunk (the ones another worker took in between are not among them)."""
+    groups = [_plan(rt, name, ids, now) for name, ids in by_endpoint.items()]
     rows: list[Any] = []
-    with ctx.engine.connect() as conn:
+    with ctx.engine.begin() as conn:
+        for group in groups:
+            conn.execute(
+                update(WebhookDelivery)
+                .where(WebhookDelivery.id.in_(group.ids + group.over), takeable(now))
+                .values(
+                    status=DeliveryStatus.DELIVERING, lease_expires_at=group.token, updated_at=now
+                )
+            )
         for group in groups:
             rows.extend(
                 conn.execute(
@@ -129,7 +118,25 @@ def load(ctx: JobContext, groups: list[Group]) -> list[Any]:
                     .order_by(WebhookDelivery.id)  # oldest first (ids sort by creation time)
                 ).all()
             )
-    return rows
+    return groups, rows
+
+
+def _plan(rt: DeliveryRuntime, name: str, ids: list[str], now: datetime) -> Group:
+    """The group's room in its lane and its lease (the claim token)."""
+    config = rt.registry.endpoint(name)
+    lane = room = None
+    lease = UNKNOWN_ENDPOINT_LEASE
+    if config is not None:
+        lane = rt.lanes.get(name, config)
+        room = lane.reserve(len(ids), config.timeout)
+        lease = room.lease
+    # the lease's expiry doubles as the group's claim token: unique to the microsecond
+    token = now + timedelta(seconds=lease, microseconds=random.randrange(1_000_000))
+    taken = room.taken if room is not None else len(ids)
+    timeout = config.timeout if config is not None else 0.0
+    # a send must be able to take its whole timeout and leave half the margin for the writes
+    send_by = time.monotonic() + lease - timeout - margin(timeout) / 2
+    return Group(name, config, lane, room, token, send_by, ids[:taken], ids[taken:])
 
 
 def prepare(ctx: JobContext, rt: DeliveryRuntime, row: Any) -> Item:
@@ -159,15 +166,9 @@ def prepare(ctx: JobContext, rt: DeliveryRuntime, row: Any) -> Item:
     return item
 
 
-def hold_inactive_tenants(ctx: JobContext, items: list[Item]) -> None:
-    """A deactivated tenant's deliveries wait, whatever their state, without using an attempt."""
-    tenant_ids = {item.tenant_id for item in items}
-    with ctx.engine.connect() as conn:
-        inactive = set(
-            conn.scalars(
-                select(Tenant.id).where(Tenant.id.in_(tenant_ids), Tenant.active.is_(False))
-            )
-        )
+def hold_inactive_tenants(items: list[Item], inactive: set[int]) -> None:
+    """A deactivated tenant's deliveries wait, whatever their state, without using an attempt
+    (`inactive`: the tenants found deactivated when the chunk was read)."""
     held = [item for item in items if item.tenant_id in inactive]
     for item in held:
         item.outcome = None

@@ -22,7 +22,7 @@ from sqlalchemy import select
 
 from hub.core import clock
 from hub.core.context import JobContext
-from hub.core.models import WebhookDelivery
+from hub.core.models import EndpointPause, Tenant, WebhookDelivery
 from hub.core.settings import Settings
 from hub.delivery import pauses
 from hub.delivery.groups import (
@@ -30,7 +30,6 @@ from hub.delivery.groups import (
     claim,
     defer_over,
     hold_inactive_tenants,
-    load,
     prepare,
     send_group,
     takeable,
@@ -79,25 +78,32 @@ def _deliver_chunk(
 ) -> Counter[str]:
     counts: Counter[str] = Counter()
     now = clock.now(ctx.engine)  # leases are compared on every host: the database's clock
-    with ctx.engine.connect() as conn:
+    with ctx.engine.connect() as conn:  # with its endpoint's pause and its tenant's state
         heads = conn.execute(
-            select(WebhookDelivery.id, WebhookDelivery.endpoint).where(
-                WebhookDelivery.id.in_(ids), takeable(now)
+            select(
+                WebhookDelivery.id,
+                WebhookDelivery.endpoint,
+                WebhookDelivery.tenant_id,
+                EndpointPause.endpoint.is_not(None).label("paused"),
+                Tenant.active,
             )
+            .join(Tenant, Tenant.id == WebhookDelivery.tenant_id)
+            .outerjoin(EndpointPause, EndpointPause.endpoint == WebhookDelivery.endpoint)
+            .where(WebhookDelivery.id.in_(ids), takeable(now))
         ).all()
     counts["skipped"] = len(ids) - len(heads)
-    if heads:  # deliveries to a paused endpoint wait, untried (hub.delivery.pauses)
+    inactive = {row.tenant_id for row in heads if not row.active}
+    if any(row.paused for row in heads):  # they wait, untried (hub.delivery.pauses)
         heads, parked = pauses.hold_back(ctx.engine, heads, takeable(now))
         if parked:
             counts["paused"] = parked
     by_endpoint: dict[str, list[str]] = defaultdict(list)
     for row in heads:
         by_endpoint[row.endpoint].append(row.id)
-    groups = [claim(ctx, rt, name, group_ids, now) for name, group_ids in by_endpoint.items()]
-    rows = load(ctx, groups)
+    groups, rows = claim(ctx, rt, by_endpoint, now) if by_endpoint else ([], [])
     counts["skipped"] += sum(len(g.ids) + len(g.over) for g in groups) - len(rows)
     items = {row.id: prepare(ctx, rt, row) for row in rows}
-    hold_inactive_tenants(ctx, list(items.values()))
+    hold_inactive_tenants(list(items.values()), inactive)
     for group in groups:
         group.items = [items[i] for i in group.ids + group.over if i in items]
         over = [items[i] for i in group.over if i in items and items[i].outcome is None]

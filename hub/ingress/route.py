@@ -560,11 +560,8 @@ async def serving(state: Any) -> AsyncIterator[Ingress]:
     settings: Settings = state.settings
     trusted = parse_networks(settings.trusted_proxies)
     limiter = RateLimiter.for_engine(state.engine, redis_url(settings), settings.default_rate_limit)
-    # the writer's own connections: no ping before each batch and no rollback after its commit
-    # (two round trips per batch; a connection the server dropped gets one retry, see events)
-    writer_engine = create_db_engine(
-        settings, pool_pre_ping=False, pool_reset_on_return=None, pool_size=WRITERS + 1
-    )
+    # the writer's own connections (a connection the server dropped gets one retry, see events)
+    writer_engine = create_db_engine(settings, pool_size=WRITERS + 1)
     writer = await EventWriter(writer_engine, state.redis).start()
     cipher = Cipher.from_settings(settings)
     secrets = SecretCache(state.engine, cipher, state.redis)

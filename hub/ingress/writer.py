@@ -3,7 +3,9 @@
 Concurrent requests put their event on an asyncio queue; a writer takes whatever is waiting (up
 to `MAX_BATCH` rows or `MAX_BATCH_BYTES`), commits it in one transaction in a worker thread
 (`hub.ingress.events.store_events`), and answers each request only after that commit. Committed
-new events go to an enqueuer that sends one `process_events` job per batch of ids to each queue;
+new events go to an enqueuer that sends one `process_events` job per batch of ids to each queue
+(at most one enqueue per `ENQUEUE_LINGER`: under load a job carries more events, and a worker's
+cost is mostly per job);
 the next group commit marks them `queued` in its own transaction (or the enqueuer does, after
 `MARK_DELAY` without one), so a busy web process spends one transaction per batch, not two. If
 Redis is down they stay `received`, and the sweeper's relay (`hub.ingress.relay`) enqueues them
@@ -31,6 +33,7 @@ MAX_BATCH_BYTES = 8 * 1024 * 1024  # payload bytes per group commit (max_allowed
 WRITERS = 2  # group commits in flight at once
 REDIS_PAUSE = 2.0  # seconds the enqueuer leaves Redis alone after a failure
 MARK_DELAY = 0.05  # seconds enqueued ids wait for a group commit to mark them `queued`
+ENQUEUE_LINGER = 0.02  # seconds at least between two enqueues: under load, jobs of more events
 
 
 class EventWriter:
@@ -54,6 +57,7 @@ class EventWriter:
         self._tasks: list[asyncio.Task[None]] = []
         self._redis_paused_until = 0.0
         self._marks: list[str] = []  # enqueued, to be marked `queued` by the next commit
+        self._last_enqueue = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> EventWriter:
@@ -124,6 +128,11 @@ class EventWriter:
                     continue
             else:
                 first = await self._to_enqueue.get()
+            # right after an enqueue, wait out the linger: the next job carries more events
+            # (a worker's cost is per job); an event after a quiet spell goes at once
+            linger = self._last_enqueue + ENQUEUE_LINGER - time.monotonic()
+            if linger > 0:
+                await asyncio.sleep(linger)
             batch = [first]
             while not self._to_enqueue.empty():
                 batch.append(self._to_enqueue.get_nowait())
@@ -131,6 +140,7 @@ class EventWriter:
                 if time.monotonic() < self._redis_paused_until:
                     continue  # left `received`: the sweeper's relay enqueues them
                 await loop.run_in_executor(self._executor, enqueue_events, None, self.redis, batch)
+                self._last_enqueue = time.monotonic()
                 self._marks.extend(event_id for event_id, _ in batch)
             except RedisUnavailable:
                 self._redis_paused_until = time.monotonic() + REDIS_PAUSE

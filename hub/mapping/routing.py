@@ -41,6 +41,7 @@ from hub.core.models import (
 )
 from hub.core.queues import DELIVER, PROCESS_EVENTS, enqueue_ids
 from hub.core.tenants import TenantSettings
+from hub.delivery.jobs import CHUNK  # a deliver job takes as many as it leases at once
 from hub.ingress.events import JOB_BATCH
 from hub.mapping.engine import RuleSet
 from hub.mapping.live import live_mappings
@@ -319,7 +320,7 @@ def _enqueue(ctx: JobContext, batches: dict[str, list[str]]) -> None:
         if not delivery_ids:
             continue
         try:
-            enqueue_ids(ctx.redis, DELIVER, queue, delivery_ids)
+            enqueue_ids(ctx.redis, DELIVER, queue, delivery_ids, batch_size=CHUNK)
         except RedisUnavailable:
             log.warning(
                 "deliveries.enqueue_failed", extra={"queue": queue, "count": len(delivery_ids)}

@@ -1,0 +1,106 @@
+"""The MySQL/MariaDB pool spends no round trip a transaction does not need, and stays safe:
+no rollback after a commit, no ping before a busy connection's checkout, yet a connection
+returned with a transaction open is rolled back, and one the server dropped is replaced."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pymysql
+import pymysql.connections
+import pytest
+from sqlalchemy import Engine, insert, text
+
+from hub.core.db import PING_IDLE, create_db_engine
+from hub.core.models import Tenant
+from hub.core.settings import Settings
+
+pytestmark = pytest.mark.usefixtures("engine")
+
+
+@pytest.fixture
+def mysql_settings(settings: Settings, database_url: str) -> Settings:
+    if database_url.startswith("sqlite"):
+        pytest.skip("the MySQL pool's economy: needs HUB_TEST_DATABASE_URL=mysql...")
+    return settings
+
+
+class Counted:
+    """PyMySQL calls made on the connections of one engine (a real server answers them)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls: list[str] = []
+        for name in ("rollback", "ping"):
+            original = getattr(pymysql.connections.Connection, name)
+
+            def counted(conn: object, *args: object, _n: str = name, _o: Any = original) -> Any:
+                self.calls.append(_n)
+                return _o(conn, *args)
+
+            monkeypatch.setattr(pymysql.connections.Connection, name, counted)
+
+
+def _direct(engine: Engine) -> pymysql.connections.Connection:
+    """A connection of its own, outside the engine's pool."""
+    url = engine.url
+    return pymysql.connect(
+        host=url.host, port=url.port or 3306, user=url.username, password=url.password or "",
+        database=url.database, autocommit=True,
+    )  # fmt: skip
+
+
+def _one_connection(settings: Settings) -> Engine:
+    return create_db_engine(settings, pool_size=1, max_overflow=0)
+
+
+def test_a_committed_transaction_costs_no_rollback_and_a_busy_connection_no_ping(
+    mysql_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = _one_connection(mysql_settings)
+    with engine.begin() as conn:  # the first connect rolls back once: not counted
+        conn.execute(text("SELECT 1"))
+    counted = Counted(monkeypatch)
+    for _ in range(5):
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE tenants SET name = name WHERE id = -1"))
+    assert counted.calls == [], f"5 commits in a row made these extra calls: {counted.calls}"
+    engine.dispose()
+
+
+def test_a_connection_returned_with_a_read_open_is_rolled_back(mysql_settings: Settings) -> None:
+    """Without the rollback the next user would read the old snapshot (REPEATABLE READ)."""
+    engine = _one_connection(mysql_settings)
+    with engine.begin() as conn:
+        conn.execute(insert(Tenant).values(slug="snap", name="one", active=True))
+    raw = engine.raw_connection()
+    cursor = raw.cursor()
+    cursor.execute("SELECT name FROM tenants WHERE slug = 'snap'")
+    first = cursor.fetchall()
+    raw.close()  # a read left open: the pool has to end it
+    other = _direct(engine)
+    other.cursor().execute("UPDATE tenants SET name = 'two' WHERE slug = 'snap'")
+    other.close()
+    raw = engine.raw_connection()
+    cursor = raw.cursor()
+    cursor.execute("SELECT name FROM tenants WHERE slug = 'snap'")
+    second = cursor.fetchall()
+    raw.close()
+    engine.dispose()
+    assert (first, second) == ((("one",),), (("two",),)), f"read {first} then {second}"
+
+
+def test_a_rested_connection_the_server_dropped_is_replaced_on_checkout(
+    mysql_settings: Settings,
+) -> None:
+    engine = _one_connection(mysql_settings)
+    with engine.connect() as conn:
+        dropped = conn.execute(text("SELECT CONNECTION_ID()")).scalar_one()
+    other = _direct(engine)
+    other.cursor().execute(f"KILL {int(dropped)}")
+    other.close()
+    time.sleep(PING_IDLE + 0.2)  # only a connection that rested is pinged
+    with engine.connect() as conn:
+        now = conn.execute(text("SELECT CONNECTION_ID()")).scalar_one()
+    engine.dispose()
+    assert now != dropped, f"connection {dropped} was killed; the checkout gave {now}"
