@@ -35,7 +35,7 @@ from hub.core.models import DeliveryStatus, WebhookDelivery, utcnow
 from hub.delivery.adapters import DeliveryRef, Outcome, OutgoingRequest, Target, Verdict
 from hub.delivery.breaker import CircuitState, Gate
 from hub.delivery.endpoints import EndpointConfig
-from hub.delivery.lanes import Lane, Reservation, margin
+from hub.delivery.lanes import ROOM_WAIT, Lane, Reservation, margin
 from hub.delivery.outcomes import Item, finish_safely
 from hub.delivery.runtime import DeliveryRuntime
 
@@ -128,7 +128,7 @@ def _plan(rt: DeliveryRuntime, name: str, ids: list[str], now: datetime) -> Grou
     lease = UNKNOWN_ENDPOINT_LEASE
     if config is not None:
         lane = rt.lanes.get(name, config)
-        room = lane.reserve(len(ids), config.timeout)
+        room = lane.reserve(len(ids), config.timeout, wait=ROOM_WAIT)
         lease = room.lease
     # the lease's expiry doubles as the group's claim token: unique to the microsecond
     token = now + timedelta(seconds=lease, microseconds=random.randrange(1_000_000))

@@ -7,15 +7,19 @@ lane and finishes the group (attempts, statuses, retries) as soon as its last se
 An endpoint's concurrency is `concurrency:` in endpoints.yaml, or else derived from its
 timeout and rate limit: enough sends in flight to keep up with the rate when every answer takes
 the whole timeout (rate x timeout, Little's law), between 1 and DERIVED_MAX; DEFAULT without a
-rate limit. A lane holds at most LANE_ROUNDS rounds of sends (queued or in flight); the rest of a
-batch waits in the database (deferred, no attempt used) for about the time the lane needs to
-drain, so one process never hoards a slow endpoint's backlog under long leases.
+rate limit. A lane holds at most LANE_ROUNDS rounds of sends (queued or in flight). When it is
+full, a deliver job waits for room only if the lane, at the speed its sends have shown, frees it
+within ROOM_WAIT (a fast endpoint under a burst: deferring would cost more than waiting);
+otherwise the rest of a batch waits in the database (deferred, no attempt used) for about the
+time the lane needs to drain, so one process never hoards a slow endpoint's backlog under long
+leases and a slow endpoint never holds the job.
 """
 
 from __future__ import annotations
 
 import math
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,6 +34,7 @@ MAX_CONCURRENCY = 64  # EndpointConfig's bound, and each endpoint client's conne
 LANE_ROUNDS = 4  # rounds of sends a lane takes on before the rest of a batch is deferred
 LEASE_MIN_MARGIN = 2.0  # seconds added to a lease, at least (the timeout when longer)
 EWMA = 0.2  # weight of the latest send in the lane's average send time
+ROOM_WAIT = 0.5  # seconds a job may wait for room in a full lane that drains that fast
 
 
 def concurrency_of(config: EndpointConfig) -> int:
@@ -65,6 +70,7 @@ class Lane:
         self.capacity = concurrency * LANE_ROUNDS
         self.executor = ThreadPoolExecutor(concurrency, thread_name_prefix=f"send-{name}"[:15])
         self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)
         self._busy = 0
         self._average: float | None = None  # seconds per send, as recently seen
 
@@ -72,9 +78,19 @@ class Lane:
     def busy(self) -> int:
         return self._busy
 
-    def reserve(self, count: int, timeout: float) -> Reservation:
-        """Take room for up to `count` sends; `release` gives back what is not used."""
+    def reserve(self, count: int, timeout: float, *, wait: float = 0.0) -> Reservation:
+        """Take room for up to `count` sends; `release` gives back what is not used. With
+        `wait`, first wait up to that long for the room, if the lane frees it that fast."""
         with self._lock:
+            deadline = time.monotonic() + wait
+            need = min(count, self.capacity)
+            while need > self.capacity - self._busy and self._average is not None:
+                short = need - (self.capacity - self._busy)  # sends that must finish first
+                expected = math.ceil(short / self.concurrency) * self._average
+                left = deadline - time.monotonic()
+                if left <= 0 or expected > left:
+                    break
+                self._room.wait(left)
             taken = max(0, min(count, self.capacity - self._busy))
             self._busy += taken
             rounds = math.ceil(self._busy / self.concurrency)
@@ -88,6 +104,7 @@ class Lane:
     def release(self, count: int) -> None:
         with self._lock:
             self._busy = max(0, self._busy - count)
+            self._room.notify_all()
 
     def observe(self, seconds: float) -> None:
         with self._lock:

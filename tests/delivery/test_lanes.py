@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import datetime
 
@@ -13,7 +14,7 @@ from hub.core.models import DeliveryStatus, RetryQueue, WebhookDelivery
 from hub.core.queues import DELIVER, enqueue_ids, get_queue
 from hub.delivery.endpoints import EndpointConfig
 from hub.delivery.jobs import deliver_batch
-from hub.delivery.lanes import DEFAULT_CONCURRENCY, Lane, concurrency_of
+from hub.delivery.lanes import DEFAULT_CONCURRENCY, ROOM_WAIT, Lane, concurrency_of
 from tests.delivery.conftest import Reply, TargetServer, World
 from workers.context import WorkerContext
 from workers.worker import HubWorker
@@ -140,3 +141,34 @@ def test_a_lane_takes_a_few_rounds_and_leases_them() -> None:
         assert lane.busy == 0
     finally:
         lane.close()
+
+
+def test_a_full_lane_that_drains_fast_is_waited_for_and_a_slow_one_is_not() -> None:
+    """A lane whose sends take 10 ms frees room for a burst within ROOM_WAIT: the job waits
+    and takes it all; one whose sends take 2.5 s would not: the job takes what is free."""
+    fast, slow = Lane("fast", 2), Lane("slow", 2)
+    try:
+        timers = []
+        for lane, seconds in ((fast, 0.01), (slow, 2.5)):
+            lane.observe(seconds)
+            lane.reserve(lane.capacity, timeout=5.0)  # full
+            # 4 sends finish: the fast ones at once, the slow ones long after the test
+            timers.append(threading.Timer(seconds * 5, lane.release, args=(4,)))
+            timers[-1].start()
+
+        started = time.monotonic()
+        fast_room = fast.reserve(4, timeout=5.0, wait=ROOM_WAIT)
+        fast_waited = time.monotonic() - started
+        started = time.monotonic()
+        slow_room = slow.reserve(4, timeout=5.0, wait=ROOM_WAIT)
+        slow_waited = time.monotonic() - started
+
+        assert fast_room.taken == 4, f"fast lane: took {fast_room.taken} after {fast_waited:.3f}s"
+        assert 0.03 < fast_waited < ROOM_WAIT, f"fast lane waited {fast_waited:.3f}s"
+        assert slow_room.taken == 0, f"slow lane: took {slow_room.taken}"
+        assert slow_waited < 0.02, f"slow lane held the job {slow_waited:.3f}s"
+    finally:
+        for timer in timers:
+            timer.cancel()
+        fast.close()
+        slow.close()
