@@ -70,6 +70,7 @@ TASKS: list[SweepTask] = [
     requeue_failed,  # process_events / deliver jobs RQ holds as failed: enqueued again
     delivery_sweeps.expire_leases,
     delivery_sweeps.enqueue_due_retries,
+    delivery_sweeps.relay_retries,  # due retries whose job was lost
     delivery_sweeps.relay_pending,
     close_delivered_dead_letters,  # a replayed delivery that a later retry delivered
     post_alerts,  # /status alerts to HUB_ALERT_ENDPOINT, once each

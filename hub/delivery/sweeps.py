@@ -3,7 +3,11 @@
 - `enqueue_due_retries`: `retry_queue` rows that are due → `workers.jobs.deliver` on `retry`
   (first attempts of delayed routes, `attempt` 0, on their own queue). A row stays, pushed
   `REENQUEUE_AFTER` ahead, until the delivery's outcome replaces or deletes it: a Redis flush
-  between the enqueue and the worker costs a delay, never the delivery.
+  between the enqueue and the worker costs a few seconds, never the delivery. A due row whose
+  delivery a waiting job already carries is only pushed, not enqueued twice.
+- `relay_retries`: rows enqueued so (pushed ahead while their delivery is due) whose job was lost
+  (hub.core.inflight: no live job carries the delivery for `CONFIRM_AFTER` s in a row) →
+  enqueued again within seconds, not after `REENQUEUE_AFTER`; never one waiting in a backlog.
 - `expire_leases`: deliveries `delivering` past their lease (the worker died mid-send) → the lost
   send counts as an attempt: back to `retrying`, due now, or `dead` ("worker lost during the
   attempt") after the last one. The target may see that webhook-id twice: at-least-once.
@@ -20,7 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from redis import Redis
-from sqlalchemy import Connection, Engine, and_, delete, insert, select, update
+from sqlalchemy import Connection, Engine, and_, delete, insert, or_, select, update
 
 from hub.core import clock, dead_letters
 from hub.core.inflight import Suspects, carried
@@ -44,6 +48,7 @@ BATCH = 5000  # rows per sweep and task
 REENQUEUE_AFTER = 120.0  # seconds a due row waits for its job before it is enqueued again
 PENDING_STALE_AFTER = 120.0  # safety net: seconds a pending delivery no waiting job carries
 PENDING_GRACE = 2.0  # seconds between a delivery's insert and its job's enqueue, at most
+TAKEABLE = (DeliveryStatus.PENDING, DeliveryStatus.RETRYING)  # as hub.delivery.groups
 LEASE_LOST_REASON = "worker lost during the attempt"
 LEASE_LOST_ERROR = "lease expired: the worker stopped in the middle of a send"
 
@@ -65,7 +70,31 @@ def _enqueue(redis: Redis, by_queue: dict[str, list[str]]) -> int:
     return moved
 
 
+def _queue_of(row: Any) -> str:
+    """A first attempt of a delayed route goes to its own queue; a retry to `retry`."""
+    return row.queue if row.attempt == 0 else QueueName.RETRY.value
+
+
+def _by_queue(rows: list[Any]) -> dict[str, list[str]]:
+    by_queue: dict[str, list[str]] = defaultdict(list)
+    # grouped by endpoint, so each job's batch goes to one target
+    for row in sorted(rows, key=lambda r: r.endpoint):
+        by_queue[_queue_of(row)].append(row.delivery_id)
+    return by_queue
+
+
+def _push(ctx: SweepCtx, row_ids: list[int], now: datetime, after: float, where: Any) -> None:
+    """The rows' next look REENQUEUE_AFTER ahead: the safety net's clock restarts."""
+    with ctx.engine.begin() as conn:
+        conn.execute(
+            update(RetryQueue)
+            .where(RetryQueue.id.in_(row_ids), where)
+            .values(next_retry_at=now + timedelta(seconds=after))
+        )
+
+
 def enqueue_due_retries(ctx: SweepCtx, *, reenqueue_after: float = REENQUEUE_AFTER) -> int:
+    jobs = carried(ctx.redis)  # before the rows: a job that ends in between leaves them taken
     now = clock.now(ctx.engine)
     with ctx.engine.connect() as conn:
         rows = conn.execute(
@@ -83,19 +112,53 @@ def enqueue_due_retries(ctx: SweepCtx, *, reenqueue_after: float = REENQUEUE_AFT
         ).all()
     if not rows:
         return 0
-    by_queue: dict[str, list[str]] = defaultdict(list)
-    # grouped by endpoint, so each job's batch goes to one target
-    for row in sorted(rows, key=lambda r: r.endpoint):
-        queue = row.queue if row.attempt == 0 else QueueName.RETRY.value
-        by_queue[queue].append(row.delivery_id)
-    moved = _enqueue(ctx.redis, by_queue)
-    with ctx.engine.begin() as conn:
-        conn.execute(
-            update(RetryQueue)
-            .where(RetryQueue.id.in_([row.id for row in rows]), RetryQueue.next_retry_at <= now)
-            .values(next_retry_at=now + timedelta(seconds=reenqueue_after))
-        )
-    log.info("sweeper.retries_enqueued", extra={"count": moved})
+    # a delivery a waiting job carries is taken by that job: enqueued once, however long it waits
+    due = [row for row in rows if row.delivery_id not in jobs.waiting]
+    moved = _enqueue(ctx.redis, _by_queue(due))
+    _push(ctx, [row.id for row in rows], now, reenqueue_after, RetryQueue.next_retry_at <= now)
+    if moved:
+        log.info("sweeper.retries_enqueued", extra={"count": moved})
+    return moved
+
+
+def relay_retries(ctx: SweepCtx, *, reenqueue_after: float = REENQUEUE_AFTER) -> int:
+    """Retries whose job was lost: enqueued again within seconds.
+
+    A row `enqueue_due_retries` enqueued is pushed `reenqueue_after` ahead while its delivery
+    stays due (`next_attempt_at` passed, or none) and takeable: its job has not run yet. Evidence,
+    not age (hub.core.inflight): such a delivery that no job on a queue and no started job of a
+    live worker carries, for `CONFIRM_AFTER` seconds in a row, goes to its queue again (a worker
+    was killed, Redis was flushed). One whose job waits behind a backlog is never enqueued twice.
+    """
+    jobs = carried(ctx.redis)  # before the rows: a job that ends in between leaves them taken
+    now = clock.now(ctx.engine)
+    waiting = and_(
+        RetryQueue.next_retry_at > now,
+        WebhookDelivery.status.in_(TAKEABLE),
+        or_(WebhookDelivery.next_attempt_at.is_(None), WebhookDelivery.next_attempt_at <= now),
+    )
+    with ctx.engine.connect() as conn:
+        rows = conn.execute(
+            select(
+                RetryQueue.id,
+                RetryQueue.delivery_id,
+                RetryQueue.attempt,
+                WebhookDelivery.queue,
+                WebhookDelivery.endpoint,
+            )
+            .join(WebhookDelivery, WebhookDelivery.id == RetryQueue.delivery_id)
+            .where(waiting)
+            .order_by(RetryQueue.next_retry_at)
+            .limit(BATCH)
+        ).all()
+    suspects = (row.delivery_id for row in rows if row.delivery_id not in jobs)
+    confirmed = Suspects(ctx.redis, "retries").confirm(suspects)
+    lost = [row for row in rows if row.delivery_id in confirmed]
+    if not lost:
+        return 0
+    _push(ctx, [row.id for row in lost], now, reenqueue_after, RetryQueue.next_retry_at > now)
+    moved = _enqueue(ctx.redis, _by_queue(lost))
+    log.warning("sweeper.retries_relayed", extra={"count": moved, "reason": "job lost"})
     return moved
 
 
