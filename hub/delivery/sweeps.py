@@ -27,7 +27,7 @@ from redis import Redis
 from sqlalchemy import Connection, Engine, and_, delete, insert, or_, select, update
 
 from hub.core import clock, dead_letters
-from hub.core.inflight import Suspects, carried
+from hub.core.inflight import InFlight, Suspects
 from hub.core.models import (
     DeadLetterStage,
     DeliveryAttempt,
@@ -45,6 +45,7 @@ from hub.delivery.retry import next_delay, policy_for
 log = logging.getLogger("hub.delivery.sweeps")
 
 BATCH = 5000  # rows per sweep and task
+DETAILS_CHUNK = 1000  # ids per IN list when a rule reads the rows of uncarried deliveries
 REENQUEUE_AFTER = 120.0  # seconds a due row waits for its job before it is enqueued again
 PENDING_STALE_AFTER = 120.0  # safety net: seconds a pending delivery no waiting job carries
 PENDING_GRACE = 2.0  # seconds between a delivery's insert and its job's enqueue, at most
@@ -60,6 +61,8 @@ class SweepCtx(Protocol):
     def engine(self) -> Engine: ...
     @property
     def redis(self) -> Redis: ...
+    @property
+    def inflight(self) -> InFlight: ...
 
 
 def _enqueue(redis: Redis, by_queue: dict[str, list[str]]) -> int:
@@ -94,7 +97,8 @@ def _push(ctx: SweepCtx, row_ids: list[int], now: datetime, after: float, where:
 
 
 def enqueue_due_retries(ctx: SweepCtx, *, reenqueue_after: float = REENQUEUE_AFTER) -> int:
-    jobs = carried(ctx.redis)  # before the rows: a job that ends in between leaves them taken
+    # read before the rows: a job that ends in between leaves them taken
+    jobs = ctx.inflight.carried(ctx.redis)
     now = clock.now(ctx.engine)
     with ctx.engine.connect() as conn:
         rows = conn.execute(
@@ -130,7 +134,8 @@ def relay_retries(ctx: SweepCtx, *, reenqueue_after: float = REENQUEUE_AFTER) ->
     live worker carries, for `CONFIRM_AFTER` seconds in a row, goes to its queue again (a worker
     was killed, Redis was flushed). One whose job waits behind a backlog is never enqueued twice.
     """
-    jobs = carried(ctx.redis)  # before the rows: a job that ends in between leaves them taken
+    # read before the rows: a job that ends in between leaves them taken
+    jobs = ctx.inflight.carried(ctx.redis)
     now = clock.now(ctx.engine)
     waiting = and_(
         RetryQueue.next_retry_at > now,
@@ -321,7 +326,8 @@ def relay_pending(
     delivery's insert and its job's enqueue. Safety net: one that no waiting job carries and
     that has not moved for `stale_after` seconds goes again too.
     """
-    jobs = carried(ctx.redis)  # before the rows: a job that ends in between leaves them taken
+    # read before the rows: a job that ends in between leaves them taken
+    jobs = ctx.inflight.carried(ctx.redis)
     now = clock.now(ctx.engine)
     scheduled = select(RetryQueue.delivery_id).where(RetryQueue.delivery_id == WebhookDelivery.id)
     waiting = and_(
@@ -330,20 +336,28 @@ def relay_pending(
         ~scheduled.exists(),
     )
     with ctx.engine.connect() as conn:
-        rows = conn.execute(
-            select(
-                WebhookDelivery.id,
-                WebhookDelivery.queue,
-                WebhookDelivery.endpoint,
-                WebhookDelivery.updated_at,
-            )
-            .where(waiting)
-            .order_by(WebhookDelivery.updated_at)
+        # ids only, from the (status, next_attempt_at) index: a backlog costs no row reads
+        pending = conn.scalars(
+            select(WebhookDelivery.id)
+            .where(WebhookDelivery.status == DeliveryStatus.PENDING, ~scheduled.exists())
+            .order_by(WebhookDelivery.id)  # oldest first: ids sort by creation time
             .limit(BATCH)
         ).all()
+        # the rule reads only the rows of deliveries no waiting job carries: few, usually
+        unwaited = [i for i in pending if i not in jobs.waiting]
+        rows: list[Any] = []
+        for start in range(0, len(unwaited), DETAILS_CHUNK):
+            rows += conn.execute(
+                select(
+                    WebhookDelivery.id,
+                    WebhookDelivery.queue,
+                    WebhookDelivery.endpoint,
+                    WebhookDelivery.updated_at,
+                ).where(WebhookDelivery.id.in_(unwaited[start : start + DETAILS_CHUNK]), waiting)
+            ).all()
     confirmed = Suspects(ctx.redis, "deliveries").confirm(r.id for r in rows if r.id not in jobs)
     cutoff = now - timedelta(seconds=stale_after)
-    stale = {r.id for r in rows if r.updated_at < cutoff and r.id not in jobs.waiting}
+    stale = {r.id for r in rows if r.updated_at < cutoff}
     lost = [r for r in rows if r.id in confirmed or r.id in stale]
     if not lost:
         return 0
