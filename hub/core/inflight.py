@@ -18,7 +18,7 @@ row is written a moment before its job. So a suspect is only acted on once it ha
 `CONFIRM_AFTER` seconds in a row (`Suspects`, kept in Redis so a new leader carries on).
 
 The read is cheap enough to run every second beside busy workers (`InFlight`, one per sweeper):
-a job's ids never change, so each job's `data` field is read and decoded once (HMGET, not
+a job's ids never change, so each job's `data` field is read and decoded once (HGET, not
 whole jobs), and later reads fetch only the job ids in the lists, the worker of each started job
 and the retry count of each failed one. The tasks of one round share one read (`REUSE`).
 """
@@ -100,46 +100,27 @@ class InFlight:
             return self._last
 
     def _read(self, redis: Redis) -> Carried:
-        queues = [get_queue(redis, name) for name in PRIORITY]
-        with redis.pipeline(transaction=False) as pipe:
-            for queue in queues:
-                pipe.lrange(queue.key, 0, -1)
-                pipe.lrange(queue.intermediate_queue_key, 0, -1)
-                pipe.zrange(queue.started_job_registry.key, 0, -1)
-                pipe.zrange(queue.failed_job_registry.key, 0, -1)
-            lists = pipe.execute()
-        waiting: set[str] = set()
-        started: set[str] = set()
-        failed: set[str] = set()
-        for i in range(len(queues)):
-            queued, intermediate, in_started, in_failed = lists[4 * i : 4 * i + 4]
-            waiting.update(_text(v) for v in [*queued, *intermediate])
-            # started registry members are "<job id>:<execution id>"
-            started.update(_text(v).split(":", 1)[0] for v in in_started)
-            failed.update(_text(v) for v in in_failed)
+        waiting, started, failed = _listed(redis)
         listed = waiting | started | failed
         self._jobs = {job_id: known for job_id, known in self._jobs.items() if job_id in listed}
         new = sorted(listed - self._jobs.keys())
         in_hand = sorted(started - waiting)
         to_requeue = sorted(failed - waiting - started)
         with redis.pipeline(transaction=False) as pipe:
-            for job_id in new:
-                pipe.hget(Job.key_for(job_id), "data")
-            for job_id in in_hand:
-                pipe.hget(Job.key_for(job_id), "worker_name")
-            for job_id in to_requeue:
-                pipe.hget(Job.key_for(job_id), "meta")
-            fields = pipe.execute()
-        for job_id, data in zip(new, fields[: len(new)], strict=True):
+            for job_id, name in [
+                *((j, "data") for j in new),
+                *((j, "worker_name") for j in in_hand),
+                *((j, "meta") for j in to_requeue),
+            ]:
+                pipe.hget(Job.key_for(job_id), name)
+            fields = iter(pipe.execute())
+        for job_id in new:
+            data = next(fields)
             if data is not None:  # a job gone in between: read again next time, if listed
                 self._jobs[job_id] = _decode(data)
-        workers = dict(zip(in_hand, fields[len(new) : len(new) + len(in_hand)], strict=True))
-        metas = dict(zip(to_requeue, fields[len(new) + len(in_hand) :], strict=True))
-        names = sorted({_text(w) for w in workers.values() if w})
-        alive: set[str] = set()
-        if names:
-            pulses = redis.mget([WORKER_PULSE_PREFIX + n for n in names])
-            alive = {n for n, v in zip(names, pulses, strict=True) if v is not None}
+        workers = {job_id: next(fields) for job_id in in_hand}
+        metas = {job_id: next(fields) for job_id in to_requeue}
+        alive = _alive(redis, {_text(w) for w in workers.values() if w})
         out = Carried(jobs=len(listed))
         for job_id in listed:
             known = self._jobs.get(job_id)
@@ -155,6 +136,37 @@ class InFlight:
             elif _will_requeue(func_name, metas.get(job_id)):
                 out.waiting.update(ids)
         return out
+
+
+def _listed(redis: Redis) -> tuple[set[str], set[str], set[str]]:
+    """The job ids on every queue or its intermediate list, started, and failed (one pipeline)."""
+    queues = [get_queue(redis, name) for name in PRIORITY]
+    with redis.pipeline(transaction=False) as pipe:
+        for queue in queues:
+            pipe.lrange(queue.key, 0, -1)
+            pipe.lrange(queue.intermediate_queue_key, 0, -1)
+            pipe.zrange(queue.started_job_registry.key, 0, -1)
+            pipe.zrange(queue.failed_job_registry.key, 0, -1)
+        lists = pipe.execute()
+    waiting: set[str] = set()
+    started: set[str] = set()
+    failed: set[str] = set()
+    for i in range(len(queues)):
+        queued, intermediate, in_started, in_failed = lists[4 * i : 4 * i + 4]
+        waiting.update(_text(v) for v in [*queued, *intermediate])
+        # started registry members are "<job id>:<execution id>"
+        started.update(_text(v).split(":", 1)[0] for v in in_started)
+        failed.update(_text(v) for v in in_failed)
+    return waiting, started, failed
+
+
+def _alive(redis: Redis, workers: set[str]) -> set[str]:
+    """The workers whose pulse has not expired."""
+    if not workers:
+        return set()
+    names = sorted(workers)
+    pulses = redis.mget([WORKER_PULSE_PREFIX + n for n in names])
+    return {n for n, v in zip(names, pulses, strict=True) if v is not None}
 
 
 def _decode(data: bytes) -> tuple[str, list[str]]:
