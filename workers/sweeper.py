@@ -18,7 +18,7 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import FrameType
 
 from redis import Redis
@@ -27,6 +27,7 @@ from sqlalchemy import Engine
 
 from hub.core.db import create_db_engine
 from hub.core.errors import HubError
+from hub.core.inflight import InFlight
 from hub.core.leader import LeaderLock
 from hub.core.outages import Outage
 from hub.core.queues import (
@@ -51,6 +52,7 @@ class SweepContext:
     settings: Settings
     engine: Engine
     redis: Redis
+    inflight: InFlight = field(default_factory=InFlight)
 
 
 SweepTask = Callable[[SweepContext], int]
@@ -70,6 +72,7 @@ TASKS: list[SweepTask] = [
     requeue_failed,  # process_events / deliver jobs RQ holds as failed: enqueued again
     delivery_sweeps.expire_leases,
     delivery_sweeps.enqueue_due_retries,
+    delivery_sweeps.relay_retries,  # due retries whose job was lost
     delivery_sweeps.relay_pending,
     close_delivered_dead_letters,  # a replayed delivery that a later retry delivered
     post_alerts,  # /status alerts to HUB_ALERT_ENDPOINT, once each

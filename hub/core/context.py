@@ -3,7 +3,8 @@ packages never import `workers/` (which implements them) and tests can pass thei
 
     JobContext     an RQ job's: engine, Redis, cipher, sessions and a per-process cache
                    (implemented by workers.context.WorkerContext)
-    SweepContext   a sweep task's: settings, engine, Redis (workers.sweeper.Sweeper's)
+    SweepContext   a sweep task's: settings, engine, Redis, what RQ's jobs carry
+                   (workers.sweeper.Sweeper's)
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from hub.core.crypto import Cipher
+from hub.core.inflight import InFlight
 from hub.core.settings import Settings
 
 
@@ -40,3 +42,6 @@ class SweepContext(Protocol):
 
     @property
     def redis(self) -> Redis: ...
+
+    @property
+    def inflight(self) -> InFlight: ...  # one per sweeper: its reads are incremental

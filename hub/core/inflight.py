@@ -16,6 +16,11 @@ timeout, many minutes later.
 Reading the queues and the database is not atomic: a job moves between two lists in between, a
 row is written a moment before its job. So a suspect is only acted on once it has been one for
 `CONFIRM_AFTER` seconds in a row (`Suspects`, kept in Redis so a new leader carries on).
+
+The read is cheap enough to run every second beside busy workers (`InFlight`, one per sweeper):
+a job's ids never change, so each job's `data` field is read and decoded once (HGET, not
+whole jobs), and later reads fetch only the job ids in the lists, the worker of each started job
+and the retry count of each failed one. The tasks of one round share one read (`REUSE`).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -47,6 +53,7 @@ PULSE_EVERY = 1.0  # seconds between two pulses of a worker
 PULSE_TTL = 4.0  # seconds a pulse lasts: a killed worker's jobs count as lost this much later
 CONFIRM_AFTER = 2.0  # seconds an id must stay uncarried before the sweeper acts on it
 SUSPECTS_TTL = 60  # seconds the suspect list outlives the last sweep that wrote it
+REUSE = 0.5  # seconds one read of the queues serves the tasks of a round (they run every 1 s)
 
 
 @dataclass
@@ -62,15 +69,77 @@ class Carried:
 
 
 def carried(redis: Redis) -> Carried:
-    """Read every queue, its intermediate list, its started and failed registries (one pipeline
-    for the lists, one for the jobs); raises RedisUnavailable."""
-    try:
-        return _carried(redis)
-    except (RedisError, OSError) as exc:
-        raise RedisUnavailable(f"cannot read RQ's queues: {exc}") from exc
+    """One read of every queue, its intermediate list, its started and failed registries, and
+    the jobs in them; raises RedisUnavailable. A sweeper keeps an `InFlight` instead."""
+    return InFlight(reuse=0.0).carried(redis)
 
 
-def _carried(redis: Redis) -> Carried:
+class InFlight:
+    """What RQ's jobs carry, read again cheaply: each job's ids are decoded once and kept while
+    the job is in a list; a read younger than `reuse` seconds is answered again."""
+
+    def __init__(self, *, reuse: float = REUSE) -> None:
+        self.reuse = reuse
+        self._jobs: dict[str, tuple[str, list[str]]] = {}  # job id -> (function, ids)
+        self._last: Carried | None = None
+        self._read_at = 0.0  # time.monotonic()
+        self._lock = threading.Lock()
+
+    def carried(self, redis: Redis) -> Carried:
+        """Raises RedisUnavailable."""
+        with self._lock:
+            if self._last is not None and time.monotonic() - self._read_at < self.reuse:
+                return self._last
+            read_at = time.monotonic()
+            try:
+                self._last = self._read(redis)
+            except (RedisError, OSError) as exc:
+                self._last = None
+                raise RedisUnavailable(f"cannot read RQ's queues: {exc}") from exc
+            self._read_at = read_at
+            return self._last
+
+    def _read(self, redis: Redis) -> Carried:
+        waiting, started, failed = _listed(redis)
+        listed = waiting | started | failed
+        self._jobs = {job_id: known for job_id, known in self._jobs.items() if job_id in listed}
+        new = sorted(listed - self._jobs.keys())
+        in_hand = sorted(started - waiting)
+        to_requeue = sorted(failed - waiting - started)
+        with redis.pipeline(transaction=False) as pipe:
+            for job_id, name in [
+                *((j, "data") for j in new),
+                *((j, "worker_name") for j in in_hand),
+                *((j, "meta") for j in to_requeue),
+            ]:
+                pipe.hget(Job.key_for(job_id), name)
+            fields = iter(pipe.execute())
+        for job_id in new:
+            data = next(fields)
+            if data is not None:  # a job gone in between: read again next time, if listed
+                self._jobs[job_id] = _decode(data)
+        workers = {job_id: next(fields) for job_id in in_hand}
+        metas = {job_id: next(fields) for job_id in to_requeue}
+        alive = _alive(redis, {_text(w) for w in workers.values() if w})
+        out = Carried(jobs=len(listed))
+        for job_id in listed:
+            known = self._jobs.get(job_id)
+            if known is None:
+                continue
+            func_name, ids = known
+            if job_id in waiting:
+                out.waiting.update(ids)
+            elif job_id in started:
+                worker = workers.get(job_id)
+                if worker and _text(worker) in alive:
+                    out.running.update(ids)
+            elif _will_requeue(func_name, metas.get(job_id)):
+                out.waiting.update(ids)
+        return out
+
+
+def _listed(redis: Redis) -> tuple[set[str], set[str], set[str]]:
+    """The job ids on every queue or its intermediate list, started, and failed (one pipeline)."""
     queues = [get_queue(redis, name) for name in PRIORITY]
     with redis.pipeline(transaction=False) as pipe:
         for queue in queues:
@@ -88,44 +157,44 @@ def _carried(redis: Redis) -> Carried:
         # started registry members are "<job id>:<execution id>"
         started.update(_text(v).split(":", 1)[0] for v in in_started)
         failed.update(_text(v) for v in in_failed)
-    job_ids = sorted(waiting | started | failed)
-    jobs = Job.fetch_many(job_ids, connection=redis, serializer=SERIALIZER)
-    out = Carried(jobs=len(job_ids))
-    pulses: dict[str, bool] = {}
-    names = {job.worker_name for job in jobs if job is not None and job.id in started}
-    names.discard(None)
-    if names:
-        ordered = sorted(n for n in names if n)
-        alive = redis.mget([WORKER_PULSE_PREFIX + n for n in ordered])
-        pulses = {n: v is not None for n, v in zip(ordered, alive, strict=True)}
-    for job in jobs:
-        if job is None:
-            continue
-        ids = _ids(job)
-        if job.id in waiting:
-            out.waiting.update(ids)
-        elif job.id in started:
-            if job.worker_name and pulses.get(job.worker_name):
-                out.running.update(ids)
-        elif job.id in failed and _will_requeue(job):
-            out.waiting.update(ids)
-    return out
+    return waiting, started, failed
 
 
-def _ids(job: Job) -> list[str]:
+def _alive(redis: Redis, workers: set[str]) -> set[str]:
+    """The workers whose pulse has not expired."""
+    if not workers:
+        return set()
+    names = sorted(workers)
+    pulses = redis.mget([WORKER_PULSE_PREFIX + n for n in names])
+    return {n for n, v in zip(names, pulses, strict=True) if v is not None}
+
+
+def _decode(data: bytes) -> tuple[str, list[str]]:
+    """A job's function name and the ids it carries, from its `data` field (as rq stores it:
+    zlib-compressed JSON `[function, instance, args, kwargs]`); a job hub did not write carries
+    no ids of hub's."""
     try:
-        args = job.args
-    except Exception:  # noqa: BLE001 - a job hub did not write carries no ids of hub's
-        return []
-    if not args or not isinstance(args[0], list):
-        return []
-    return [str(v) for v in args[0]]
+        raw = zlib.decompress(data)
+    except zlib.error:
+        raw = data
+    try:
+        func_name, _instance, args, _kwargs = SERIALIZER.loads(raw)
+    except Exception:  # noqa: BLE001 - not hub's job format
+        return "", []
+    if not isinstance(func_name, str) or not args or not isinstance(args[0], list):
+        return str(func_name), []
+    return func_name, [str(v) for v in args[0]]
 
 
-def _will_requeue(job: Job) -> bool:
-    return job.func_name in REQUEUE_FAILED and (
-        int(job.meta.get("hub_requeues", 0)) < REQUEUE_FAILED_MAX
-    )
+def _will_requeue(func_name: str, meta: bytes | None) -> bool:
+    if func_name not in REQUEUE_FAILED:
+        return False
+    try:
+        fields = SERIALIZER.loads(meta) if meta else {}
+    except Exception:  # noqa: BLE001 - unreadable meta: rq's requeue reads it the same way
+        fields = {}
+    requeues = fields.get("hub_requeues", 0) if isinstance(fields, dict) else 0
+    return int(requeues) < REQUEUE_FAILED_MAX
 
 
 def _text(value: bytes | str) -> str:

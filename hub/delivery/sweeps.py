@@ -3,7 +3,11 @@
 - `enqueue_due_retries`: `retry_queue` rows that are due → `workers.jobs.deliver` on `retry`
   (first attempts of delayed routes, `attempt` 0, on their own queue). A row stays, pushed
   `REENQUEUE_AFTER` ahead, until the delivery's outcome replaces or deletes it: a Redis flush
-  between the enqueue and the worker costs a delay, never the delivery.
+  between the enqueue and the worker costs a few seconds, never the delivery. A due row whose
+  delivery a waiting job already carries is only pushed, not enqueued twice.
+- `relay_retries`: rows enqueued so (pushed ahead while their delivery is due) whose job was lost
+  (hub.core.inflight: no live job carries the delivery for `CONFIRM_AFTER` s in a row) →
+  enqueued again within seconds, not after `REENQUEUE_AFTER`; never one waiting in a backlog.
 - `expire_leases`: deliveries `delivering` past their lease (the worker died mid-send) → the lost
   send counts as an attempt: back to `retrying`, due now, or `dead` ("worker lost during the
   attempt") after the last one. The target may see that webhook-id twice: at-least-once.
@@ -20,10 +24,10 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from redis import Redis
-from sqlalchemy import Connection, Engine, and_, delete, insert, select, update
+from sqlalchemy import Connection, Engine, and_, delete, insert, or_, select, update
 
 from hub.core import clock, dead_letters
-from hub.core.inflight import Suspects, carried
+from hub.core.inflight import InFlight, Suspects
 from hub.core.models import (
     DeadLetterStage,
     DeliveryAttempt,
@@ -41,9 +45,11 @@ from hub.delivery.retry import next_delay, policy_for
 log = logging.getLogger("hub.delivery.sweeps")
 
 BATCH = 5000  # rows per sweep and task
+DETAILS_CHUNK = 1000  # ids per IN list when a rule reads the rows of uncarried deliveries
 REENQUEUE_AFTER = 120.0  # seconds a due row waits for its job before it is enqueued again
 PENDING_STALE_AFTER = 120.0  # safety net: seconds a pending delivery no waiting job carries
 PENDING_GRACE = 2.0  # seconds between a delivery's insert and its job's enqueue, at most
+TAKEABLE = (DeliveryStatus.PENDING, DeliveryStatus.RETRYING)  # as hub.delivery.groups
 LEASE_LOST_REASON = "worker lost during the attempt"
 LEASE_LOST_ERROR = "lease expired: the worker stopped in the middle of a send"
 
@@ -55,6 +61,8 @@ class SweepCtx(Protocol):
     def engine(self) -> Engine: ...
     @property
     def redis(self) -> Redis: ...
+    @property
+    def inflight(self) -> InFlight: ...
 
 
 def _enqueue(redis: Redis, by_queue: dict[str, list[str]]) -> int:
@@ -65,7 +73,32 @@ def _enqueue(redis: Redis, by_queue: dict[str, list[str]]) -> int:
     return moved
 
 
+def _queue_of(row: Any) -> str:
+    """A first attempt of a delayed route goes to its own queue; a retry to `retry`."""
+    return row.queue if row.attempt == 0 else QueueName.RETRY.value
+
+
+def _by_queue(rows: list[Any]) -> dict[str, list[str]]:
+    by_queue: dict[str, list[str]] = defaultdict(list)
+    # grouped by endpoint, so each job's batch goes to one target
+    for row in sorted(rows, key=lambda r: r.endpoint):
+        by_queue[_queue_of(row)].append(row.delivery_id)
+    return by_queue
+
+
+def _push(ctx: SweepCtx, row_ids: list[int], now: datetime, after: float, where: Any) -> None:
+    """The rows' next look REENQUEUE_AFTER ahead: the safety net's clock restarts."""
+    with ctx.engine.begin() as conn:
+        conn.execute(
+            update(RetryQueue)
+            .where(RetryQueue.id.in_(row_ids), where)
+            .values(next_retry_at=now + timedelta(seconds=after))
+        )
+
+
 def enqueue_due_retries(ctx: SweepCtx, *, reenqueue_after: float = REENQUEUE_AFTER) -> int:
+    # read before the rows: a job that ends in between leaves them taken
+    jobs = ctx.inflight.carried(ctx.redis)
     now = clock.now(ctx.engine)
     with ctx.engine.connect() as conn:
         rows = conn.execute(
@@ -83,19 +116,54 @@ def enqueue_due_retries(ctx: SweepCtx, *, reenqueue_after: float = REENQUEUE_AFT
         ).all()
     if not rows:
         return 0
-    by_queue: dict[str, list[str]] = defaultdict(list)
-    # grouped by endpoint, so each job's batch goes to one target
-    for row in sorted(rows, key=lambda r: r.endpoint):
-        queue = row.queue if row.attempt == 0 else QueueName.RETRY.value
-        by_queue[queue].append(row.delivery_id)
-    moved = _enqueue(ctx.redis, by_queue)
-    with ctx.engine.begin() as conn:
-        conn.execute(
-            update(RetryQueue)
-            .where(RetryQueue.id.in_([row.id for row in rows]), RetryQueue.next_retry_at <= now)
-            .values(next_retry_at=now + timedelta(seconds=reenqueue_after))
-        )
-    log.info("sweeper.retries_enqueued", extra={"count": moved})
+    # a delivery a waiting job carries is taken by that job: enqueued once, however long it waits
+    due = [row for row in rows if row.delivery_id not in jobs.waiting]
+    moved = _enqueue(ctx.redis, _by_queue(due))
+    _push(ctx, [row.id for row in rows], now, reenqueue_after, RetryQueue.next_retry_at <= now)
+    if moved:
+        log.info("sweeper.retries_enqueued", extra={"count": moved})
+    return moved
+
+
+def relay_retries(ctx: SweepCtx, *, reenqueue_after: float = REENQUEUE_AFTER) -> int:
+    """Retries whose job was lost: enqueued again within seconds.
+
+    A row `enqueue_due_retries` enqueued is pushed `reenqueue_after` ahead while its delivery
+    stays due (`next_attempt_at` passed, or none) and takeable: its job has not run yet. Evidence,
+    not age (hub.core.inflight): such a delivery that no job on a queue and no started job of a
+    live worker carries, for `CONFIRM_AFTER` seconds in a row, goes to its queue again (a worker
+    was killed, Redis was flushed). One whose job waits behind a backlog is never enqueued twice.
+    """
+    # read before the rows: a job that ends in between leaves them taken
+    jobs = ctx.inflight.carried(ctx.redis)
+    now = clock.now(ctx.engine)
+    waiting = and_(
+        RetryQueue.next_retry_at > now,
+        WebhookDelivery.status.in_(TAKEABLE),
+        or_(WebhookDelivery.next_attempt_at.is_(None), WebhookDelivery.next_attempt_at <= now),
+    )
+    with ctx.engine.connect() as conn:
+        rows = conn.execute(
+            select(
+                RetryQueue.id,
+                RetryQueue.delivery_id,
+                RetryQueue.attempt,
+                WebhookDelivery.queue,
+                WebhookDelivery.endpoint,
+            )
+            .join(WebhookDelivery, WebhookDelivery.id == RetryQueue.delivery_id)
+            .where(waiting)
+            .order_by(RetryQueue.next_retry_at)
+            .limit(BATCH)
+        ).all()
+    suspects = (row.delivery_id for row in rows if row.delivery_id not in jobs)
+    confirmed = Suspects(ctx.redis, "retries").confirm(suspects)
+    lost = [row for row in rows if row.delivery_id in confirmed]
+    if not lost:
+        return 0
+    _push(ctx, [row.id for row in lost], now, reenqueue_after, RetryQueue.next_retry_at > now)
+    moved = _enqueue(ctx.redis, _by_queue(lost))
+    log.warning("sweeper.retries_relayed", extra={"count": moved, "reason": "job lost"})
     return moved
 
 
@@ -258,7 +326,8 @@ def relay_pending(
     delivery's insert and its job's enqueue. Safety net: one that no waiting job carries and
     that has not moved for `stale_after` seconds goes again too.
     """
-    jobs = carried(ctx.redis)  # before the rows: a job that ends in between leaves them taken
+    # read before the rows: a job that ends in between leaves them taken
+    jobs = ctx.inflight.carried(ctx.redis)
     now = clock.now(ctx.engine)
     scheduled = select(RetryQueue.delivery_id).where(RetryQueue.delivery_id == WebhookDelivery.id)
     waiting = and_(
@@ -267,20 +336,28 @@ def relay_pending(
         ~scheduled.exists(),
     )
     with ctx.engine.connect() as conn:
-        rows = conn.execute(
-            select(
-                WebhookDelivery.id,
-                WebhookDelivery.queue,
-                WebhookDelivery.endpoint,
-                WebhookDelivery.updated_at,
-            )
-            .where(waiting)
-            .order_by(WebhookDelivery.updated_at)
+        # ids only, from the (status, next_attempt_at) index: a backlog costs no row reads
+        pending = conn.scalars(
+            select(WebhookDelivery.id)
+            .where(WebhookDelivery.status == DeliveryStatus.PENDING, ~scheduled.exists())
+            .order_by(WebhookDelivery.id)  # oldest first: ids sort by creation time
             .limit(BATCH)
         ).all()
+        # the rule reads only the rows of deliveries no waiting job carries: few, usually
+        unwaited = [i for i in pending if i not in jobs.waiting]
+        rows: list[Any] = []
+        for start in range(0, len(unwaited), DETAILS_CHUNK):
+            rows += conn.execute(
+                select(
+                    WebhookDelivery.id,
+                    WebhookDelivery.queue,
+                    WebhookDelivery.endpoint,
+                    WebhookDelivery.updated_at,
+                ).where(WebhookDelivery.id.in_(unwaited[start : start + DETAILS_CHUNK]), waiting)
+            ).all()
     confirmed = Suspects(ctx.redis, "deliveries").confirm(r.id for r in rows if r.id not in jobs)
     cutoff = now - timedelta(seconds=stale_after)
-    stale = {r.id for r in rows if r.updated_at < cutoff and r.id not in jobs.waiting}
+    stale = {r.id for r in rows if r.updated_at < cutoff}
     lost = [r for r in rows if r.id in confirmed or r.id in stale]
     if not lost:
         return 0

@@ -12,16 +12,17 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from datetime import datetime, timedelta
+from typing import Any
 
 from redis import Redis
 from redis.exceptions import RedisError
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Connection, Engine, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from hub.core import clock
 from hub.core.context import SweepContext
 from hub.core.errors import DatabaseUnavailable, RedisUnavailable
-from hub.core.inflight import Suspects, carried
+from hub.core.inflight import InFlight, Suspects, carried
 from hub.core.models import EventStatus
 from hub.core.queues import PROCESS_EVENTS, SENTINEL_KEY, enqueue_ids
 from hub.ingress.events import JOB_BATCH, enqueue_events, events_table, unavailable
@@ -32,6 +33,7 @@ RELAY_AFTER = 5.0  # seconds an event may stay `received` before the sweeper enq
 RELAY_LIMIT = 2000  # events the sweeper moves per sweep
 REQUEUE_AFTER = 120.0  # safety net: seconds an event no waiting job carries may stay unmoved
 EVIDENCE_LIMIT = 10_000  # waiting events checked against RQ's jobs per sweep, oldest first
+DETAILS_CHUNK = 1000  # ids per IN list when the rule reads the rows of uncarried events
 WAITING = (EventStatus.QUEUED, EventStatus.PROCESSING)
 
 
@@ -59,7 +61,11 @@ def relay_received(
 
 
 def requeue_lost(
-    engine: Engine, redis: Redis, older_than: float = REQUEUE_AFTER, limit: int = RELAY_LIMIT
+    engine: Engine,
+    redis: Redis,
+    older_than: float = REQUEUE_AFTER,
+    limit: int = RELAY_LIMIT,
+    inflight: InFlight | None = None,
 ) -> int:
     """Enqueue again the events whose job was lost; returns how many.
 
@@ -70,7 +76,7 @@ def requeue_lost(
     Safety net: an event that no waiting job carries and that has not moved for `older_than`
     seconds goes again too. When the sentinel key has vanished (a flush, a restart without
     persistence) every waiting event goes at once. Processing is idempotent: a job that was
-    only slow costs a no-op.
+    only slow costs a no-op. The sweeper passes its `inflight`, whose reads are incremental.
     """
     try:
         lost_data = bool(redis.set(SENTINEL_KEY, "1", nx=True))
@@ -78,27 +84,47 @@ def requeue_lost(
         raise RedisUnavailable(f"cannot check the Redis sentinel: {exc}") from exc
     if lost_data:
         return _requeue_all(engine, redis, limit)
-    jobs = carried(redis)  # before the rows: a job that ends in between leaves its rows done
+    # read before the rows: a job that ends in between leaves its rows done
+    jobs = inflight.carried(redis) if inflight is not None else carried(redis)
     now = clock.now(engine)
     try:
         with engine.connect() as conn:
-            rows = conn.execute(
-                select(events_table.c.id, events_table.c.queue, events_table.c.updated_at)
+            # ids only, from the (status, created_at) index: a backlog costs no row reads
+            waiting = conn.scalars(
+                select(events_table.c.id)
                 .where(events_table.c.status.in_(WAITING))
-                .order_by(events_table.c.updated_at)
+                .order_by(events_table.c.created_at)
                 .limit(EVIDENCE_LIMIT)
             ).all()
+            # the rest of the rule reads only the events no waiting job carries: few, usually
+            unwaited = [event_id for event_id in waiting if event_id not in jobs.waiting]
+            rows = _details(conn, unwaited)
     except SQLAlchemyError as exc:
         raise DatabaseUnavailable(unavailable("cannot read queued events", exc)) from exc
-    confirmed = Suspects(redis, "events").confirm(r.id for r in rows if r.id not in jobs)
+    confirmed = Suspects(redis, "events").confirm(i for i in unwaited if i not in jobs)
     cutoff = now - timedelta(seconds=older_than)
-    stale = {r.id for r in rows if r.updated_at <= cutoff and r.id not in jobs.waiting}
+    stale = {r.id for r in rows if r.updated_at <= cutoff}
     lost = [r for r in rows if r.id in confirmed or r.id in stale][:limit]
     moved = _requeue(engine, redis, [(r.id, r.queue) for r in lost], now)
     if moved:
         reason = "job lost" if confirmed else "waited too long"
         log.warning("events.requeued", extra={"count": moved, "reason": reason})
     return moved
+
+
+def _details(conn: Connection, event_ids: list[str]) -> list[Any]:
+    """Queue and last move of the events still waiting, oldest move first."""
+    rows: list[Any] = []
+    for start in range(0, len(event_ids), DETAILS_CHUNK):
+        rows.extend(
+            conn.execute(
+                select(events_table.c.id, events_table.c.queue, events_table.c.updated_at).where(
+                    events_table.c.id.in_(event_ids[start : start + DETAILS_CHUNK]),
+                    events_table.c.status.in_(WAITING),
+                )
+            ).all()
+        )
+    return sorted(rows, key=lambda r: r.updated_at)
 
 
 def _requeue_all(engine: Engine, redis: Redis, limit: int) -> int:
@@ -154,4 +180,5 @@ def _requeue(engine: Engine, redis: Redis, events: list[tuple[str, str]], now: d
 def relay_events(ctx: SweepContext) -> int:
     """Sweeper task (outbox relay): events Redis missed at ingest go to their queues now, and
     events whose job was lost go again."""
-    return relay_received(ctx.engine, ctx.redis) + requeue_lost(ctx.engine, ctx.redis)
+    relayed = relay_received(ctx.engine, ctx.redis)
+    return relayed + requeue_lost(ctx.engine, ctx.redis, inflight=ctx.inflight)

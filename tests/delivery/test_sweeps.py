@@ -1,4 +1,5 @@
-"""Expired leases are attempts: a delivery that kills its worker every time ends dead."""
+"""Expired leases are attempts: a delivery that kills its worker every time ends dead. A due
+retry whose job was lost goes again within seconds; one waiting behind a backlog, never twice."""
 
 from __future__ import annotations
 
@@ -7,21 +8,30 @@ import signal
 import time
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from redis import Redis
+from sqlalchemy import insert, select, update
 
+from hub.core.inflight import CONFIRM_AFTER
 from hub.core.models import (
     DeadLetter,
     DeliveryStatus,
     EventStatus,
     IntegrationEvent,
+    RetryQueue,
     WebhookDelivery,
     utcnow,
 )
-from hub.core.queues import DELIVER, enqueue_ids
-from hub.delivery.sweeps import LEASE_LOST_REASON, expire_leases
+from hub.core.queues import DELIVER, enqueue_ids, get_queue
+from hub.delivery.sweeps import (
+    LEASE_LOST_REASON,
+    enqueue_due_retries,
+    expire_leases,
+    relay_retries,
+)
 from hub.ops.replay import run_dead_letters
 from tests.delivery.conftest import Reply, TargetServer, World
 from tests.delivery.test_jobs import attempts, delivery
+from tests.ingress.test_relay import carried_ids
 from tests.workers.test_worker import StartWorker, start_worker, wait_for
 from workers.context import WorkerContext
 from workers.sweeper import SweepContext, sweep_once
@@ -103,3 +113,73 @@ def test_a_poison_delivery_that_kills_its_worker_every_time_ends_dead_after_its_
     assert kills == 2 and row.attempts == 2, f"{kills} kills, {row.attempts} attempts"
     assert row.last_error and "lease expired" in row.last_error
     assert len(target.seen) == 2, f"dead after {took:.1f}s and {len(target.seen)} sends"
+
+
+def _due_retries(ctx: WorkerContext, world: World, count: int) -> list[str]:
+    """`count` deliveries that failed once, their retry due now."""
+    world.endpoint("crm", kind="webhook", url="http://127.0.0.1:9")
+    ids = [world.delivery("crm", {"n": n}) for n in range(count)]
+    now = utcnow()
+    with ctx.engine.begin() as conn:
+        conn.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.id.in_(ids))
+            .values(status=DeliveryStatus.RETRYING, attempts=1, next_attempt_at=now)
+        )
+        conn.execute(
+            insert(RetryQueue),
+            [
+                {"delivery_id": d, "next_retry_at": now, "attempt": 1, "created_at": now}
+                for d in ids
+            ],
+        )
+    return ids
+
+
+def _retry_rounds(sweep: SweepContext, seconds: float, *, reenqueue_after: float) -> int:
+    """The sweeper's two retry tasks every 0.25 s for `seconds`; how many they enqueued."""
+    moved = 0
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        moved += enqueue_due_retries(sweep, reenqueue_after=reenqueue_after)
+        moved += relay_retries(sweep, reenqueue_after=reenqueue_after)
+        time.sleep(0.25)
+    return moved
+
+
+def test_a_due_retry_whose_job_was_flushed_is_enqueued_again_within_seconds(
+    ctx: WorkerContext, world: World, sweep: SweepContext, redis: Redis
+) -> None:
+    ids = _due_retries(ctx, world, 40)
+    assert enqueue_due_retries(sweep) == 40
+    redis.flushdb()  # the jobs are gone; the rows wait REENQUEUE_AFTER (120 s) by age alone
+    flushed = time.monotonic()
+    moved = 0
+    while moved < len(ids) and time.monotonic() - flushed < 15:
+        moved += enqueue_due_retries(sweep) + relay_retries(sweep)
+        time.sleep(0.25)
+    took = time.monotonic() - flushed
+    assert moved == len(ids), f"{moved} of {len(ids)} retries enqueued again in {took:.1f} s"
+    assert took < CONFIRM_AFTER + 2, f"the flushed retries went again {took:.1f} s later"
+    counts = carried_ids(redis)
+    assert set(counts) == set(ids) and set(counts.values()) == {1}, (
+        f"{sum(counts.values())} enqueued ids for {len(ids)} retries, {len(counts)} distinct"
+    )
+    assert get_queue(redis, "retry").count >= 1
+
+
+def test_retries_waiting_behind_a_backlog_are_never_enqueued_twice(
+    ctx: WorkerContext, world: World, sweep: SweepContext, redis: Redis
+) -> None:
+    ids = _due_retries(ctx, world, 100)
+    # no worker takes them; the age safety net comes round every 0.5 s instead of 120 s
+    assert enqueue_due_retries(sweep, reenqueue_after=0.5) == 100
+    jobs = get_queue(redis, "retry").count
+
+    moved = _retry_rounds(sweep, CONFIRM_AFTER + 1.5, reenqueue_after=0.5)
+    counts = carried_ids(redis)
+    assert (moved, get_queue(redis, "retry").count) == (0, jobs), (
+        f"{moved} of 100 waiting retries enqueued again; {jobs} jobs became "
+        f"{get_queue(redis, 'retry').count}"
+    )
+    assert set(counts) == set(ids) and set(counts.values()) == {1}

@@ -1,5 +1,6 @@
 """The relay re-enqueues on evidence (hub.core.inflight): a killed worker's events go again within
-seconds, a backlog is never enqueued twice, a flush brings every waiting event back once."""
+seconds, a backlog is never enqueued twice, a flush brings every waiting event back once. The
+rounds read RQ's jobs through one InFlight, as the sweeper does."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from redis import Redis
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from hub.core.inflight import CONFIRM_AFTER, PULSE_TTL
+from hub.core.inflight import CONFIRM_AFTER, PULSE_TTL, InFlight
 from hub.core.models import EventStatus, IntegrationEvent, Tenant
 from hub.core.queues import PRIORITY, PROCESS_EVENTS, enqueue_ids, get_queue
 from hub.core.settings import Settings
@@ -52,9 +53,10 @@ def queued_events(engine: Engine, tenant_id: int, count: int) -> list[str]:
 def sweep_rounds(engine: Engine, redis: Redis, seconds: float) -> int:
     """requeue_lost every 0.25 s for `seconds`; returns how many it moved in all."""
     moved = 0
+    inflight = InFlight()
     until = time.monotonic() + seconds
     while time.monotonic() < until:
-        moved += requeue_lost(engine, redis)
+        moved += requeue_lost(engine, redis, inflight=inflight)
         time.sleep(0.25)
     return moved
 
@@ -146,8 +148,9 @@ def test_a_killed_workers_events_are_enqueued_again_within_seconds(
         assert worker_process.wait(10) == -signal.SIGKILL
         lock.rollback()
     moved = 0
+    inflight = InFlight()
     while moved < len(ids) and time.monotonic() - killed < 30:
-        moved += requeue_lost(engine, redis)
+        moved += requeue_lost(engine, redis, inflight=inflight)
         time.sleep(0.25)
     took = time.monotonic() - killed
     assert moved == len(ids), f"{moved} of {len(ids)} events enqueued again in {took:.1f} s"
