@@ -34,7 +34,7 @@ from hub.core.queues import PROCESS_EVENTS, enqueue_ids
 
 log = logging.getLogger("hub.ingress.events")
 
-JOB_BATCH = 100  # event ids per process_events job
+JOB_BATCH = 200  # event ids per process_events job
 DEADLOCK_RETRIES = 3
 _RETRYABLE_MYSQL = {1205, 1213}  # lock wait timeout, deadlock
 

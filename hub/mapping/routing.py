@@ -321,7 +321,7 @@ def _enqueue(ctx: JobContext, batches: dict[str, list[str]]) -> None:
         if not delivery_ids:
             continue
         try:
-            enqueue_ids(ctx.redis, DELIVER, queue, delivery_ids, batch_size=CHUNK)
+            enqueue_ids(ctx.redis, DELIVER, queue, delivery_ids, batch_size=2 * CHUNK)
         except RedisUnavailable:
             log.warning(
                 "deliveries.enqueue_failed", extra={"queue": queue, "count": len(delivery_ids)}
