@@ -33,7 +33,7 @@ MAX_BATCH_BYTES = 8 * 1024 * 1024  # payload bytes per group commit (max_allowed
 WRITERS = 2  # group commits in flight at once
 REDIS_PAUSE = 2.0  # seconds the enqueuer leaves Redis alone after a failure
 MARK_DELAY = 0.05  # seconds enqueued ids wait for a group commit to mark them `queued`
-ENQUEUE_LINGER = 0.02  # seconds at least between two enqueues: under load, jobs of more events
+ENQUEUE_LINGER = 0.05  # seconds at least between two enqueues: under load, jobs of more events
 
 
 class EventWriter:
