@@ -88,6 +88,7 @@ class LeadStream:
     accepted: dict[str, str] = field(default_factory=dict)  # idempotency key -> event id
     answers: Counter[str] = field(default_factory=Counter)  # "202", "503", "refused", ...
     by_url: Counter[str] = field(default_factory=Counter)  # accepted per web address
+    slowest: tuple[float, str] = (0.0, "")  # the longest a post took (s), and its answer
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
@@ -131,6 +132,7 @@ class LeadStream:
     def _post(self, client: httpx.Client, idempotency: str, n: int) -> None:
         for turn in range(len(self.urls)):
             url = self.urls[(n + turn) % len(self.urls)]
+            started = time.monotonic()
             try:
                 answer = client.post(
                     f"{url}/webhooks/site",
@@ -138,14 +140,20 @@ class LeadStream:
                     headers={"X-API-Key": self.key, "Idempotency-Key": idempotency},
                 )
             except httpx.TransportError as exc:
-                self.answers[type(exc).__name__] += 1
+                self._answered(type(exc).__name__, started)
                 continue  # the next host, as a load balancer would
-            self.answers[str(answer.status_code)] += 1
+            self._answered(str(answer.status_code), started)
             if answer.status_code in (200, 202):
                 with self._lock:
                     self.accepted[idempotency] = answer.json()["event_id"]
                 self.by_url[url] += 1
             return
+
+    def _answered(self, what: str, started: float) -> None:
+        self.answers[what] += 1
+        took = time.monotonic() - started
+        if took > self.slowest[0]:
+            self.slowest = (round(took, 2), what)
 
 
 def delivering(engine: Engine) -> set[str]:

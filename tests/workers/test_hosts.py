@@ -1,9 +1,10 @@
 """Two app hosts against one MariaDB and one Redis: one dies whole, the other finishes its work.
 
 Each host is a process group of its own, as a machine would be: `hub serve`, `hub worker` (all
-queues) and `hub sweeper`, in a directory of its own with its own data directory, its own
-mappings checkout and its own Prometheus metrics directory; both share only the database, Redis
-and the encryption keys (HUB_SECRET_KEYS, HUB_PERSON_KEY), as real hosts must. Leads go to both
+queues) and `hub sweeper`, in a directory of its own with its own data directory and its own
+Prometheus metrics directory, and no mappings on disk: sources, rules and endpoints reach both
+from the database, applied once (`hub mappings apply`). They share only the database, Redis and
+the encryption keys (HUB_SECRET_KEYS, HUB_PERSON_KEY), as real hosts must. Leads go to both
 web ports; a lead whose host does not answer goes to the other, as a load balancer would. While
 deliveries are in flight (the target answers after 0.3 s), every process of host A, the sweeper
 leader among them, gets SIGKILL at once (one `killpg`).
@@ -14,7 +15,6 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -50,18 +50,17 @@ DRAIN_LIMIT = 60.0  # seconds after the kill by which every accepted lead is del
 class AppHost:
     """One host: web, worker and sweeper in one process group, in a directory of its own."""
 
-    def __init__(self, name: str, root: Path, env: dict[str, str], mappings: Path) -> None:
+    def __init__(self, name: str, root: Path, env: dict[str, str]) -> None:
         self.name = name
         self.dir = root / name
         self.data = self.dir / ".hub"
         self.metrics = self.data / "metrics"
         self.metrics.mkdir(parents=True)
-        shutil.copytree(mappings, self.dir / "mappings")  # each host's own checkout
         self.port = free_port()
         self.env = {
             **env,
             "HUB_DATA_DIR": str(self.data),
-            "HUB_MAPPINGS_DIR": str(self.dir / "mappings"),
+            "HUB_MAPPINGS_DIR": str(self.dir / "mappings"),  # none: config comes applied
             MULTIPROC_ENV: str(self.metrics),
         }
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
@@ -156,7 +155,7 @@ def hosts(
         "HUB_LOG_FORMAT": "json",
         "HUB_LOG_LEVEL": "WARNING",
     }
-    pair = (AppHost("a", tmp_path, env, mappings), AppHost("b", tmp_path, env, mappings))
+    pair = (AppHost("a", tmp_path, env), AppHost("b", tmp_path, env))
     yield pair
     for host in pair:
         host.close()
