@@ -310,8 +310,12 @@ def test_under_supervisord_outages_and_worker_kills_stop_no_program_and_lose_no_
             time.sleep(1.0)
         drained(time.monotonic(), f"after the last of {len(KILLS)} kills")
 
+        def all_running() -> dict[str, tuple[str, int | None]]:
+            wait_for(lambda: _running(supervisor) == set(PROGRAMS), 30, "every program RUNNING")
+            return supervisor.status()
+
         for name, proxy in (("Redis", to_redis), ("MariaDB", to_database)):
-            before = supervisor.status()
+            before = all_running()  # the last killed worker may still be STARTING
             in_flight |= a_send_in_flight()  # a job in hand at the cut
             proxy.cut()
             time.sleep(CUT_SECONDS)
@@ -334,10 +338,7 @@ def test_under_supervisord_outages_and_worker_kills_stop_no_program_and_lose_no_
         )
         assert not account.lost, said
         assert not account.unexplained, said
-        status = supervisor.status()
-        assert {p for p, (state, _) in status.items() if state == "RUNNING"} == set(PROGRAMS), (
-            f"{status}; {said}"
-        )
+        assert _running(supervisor) == set(PROGRAMS), f"{supervisor.status()}; {said}"
         exits = [line for line in supervisor.exits() if "consume" not in line]
         assert len(exits) == len(KILLS) and all("SIGKILL" in line for line in exits), (
             f"only the killed workers exited: {exits}"
@@ -348,6 +349,10 @@ def test_under_supervisord_outages_and_worker_kills_stop_no_program_and_lose_no_
         stopped = time.monotonic() - stopping
         stops = [line for line in supervisor.exits() if "SIGKILL" in line][len(KILLS) :]
         assert not stops, f"supervisord had to kill: {stops} ({stopped:.0f}s to stop)"
+
+
+def _running(supervisor: Supervisor) -> set[str]:
+    return {p for p, (state, _) in supervisor.status().items() if state == "RUNNING"}
 
 
 def _running_pid(supervisor: Supervisor, program: str) -> int | None:
