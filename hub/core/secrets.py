@@ -27,6 +27,7 @@ from hub.core import audit, envrefs
 from hub.core.crypto import Cipher
 from hub.core.errors import BadRequest, HubError, UnknownSecret, UnknownTenant
 from hub.core.models import Tenant, TenantSecret, utcnow
+from hub.core.outages import Outage
 from hub.core.queues import SECRETS_VERSION_KEY
 from hub.core.tenants import by_slug
 
@@ -165,6 +166,8 @@ class SecretCache:
         self._loaded_at = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # a reload that fails keeps the values it had: one line when the database goes, one back
+        self.outage = Outage(log, "secrets", "database")
 
     def watch(self, interval: float) -> None:
         """Refresh every `interval` seconds in a daemon thread (web processes), until `stop`."""
@@ -204,8 +207,9 @@ class SecretCache:
         try:
             self.load()
         except (SQLAlchemyError, HubError) as exc:  # keep what we had; try again next time
-            log.warning("secrets.not_reloaded", extra={"error_class": type(exc).__name__})
+            self.outage.failed(f"{type(exc).__name__}: {exc}")
             return False
+        self.outage.recovered()
         self._version = version
         return True
 

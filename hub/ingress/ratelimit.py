@@ -13,8 +13,12 @@ other way: each web process may hold up to 1% of a limit unused, which Redis cou
 (with four web processes, a 1000/minute limit may refuse from 960 on). Limits under 100 per
 window reserve nothing and stay exact.
 
-Redis down does not stop ingress (events are still stored): the check is skipped, logged, and not
-retried for `REDIS_PAUSE` seconds so a dead Redis costs no time per request.
+Redis down does not stop ingress (events are still stored): the check is skipped, and not retried
+for a pause that doubles from 0.5 s to 5 s while Redis stays away (`hub.core.outages`), so a dead
+Redis costs no time per request; one line is logged when it goes and one when it is back. Any
+failure of the counting lets the request through: a connection reset mid-command can surface from
+the async client as something else than a Redis error (uvloop: RuntimeError on a closed
+transport), and a waiter left unanswered would hold its request, and the web's shutdown, forever.
 """
 
 from __future__ import annotations
@@ -35,13 +39,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from hub.core.errors import DatabaseUnavailable, RateLimited, SettingError
 from hub.core.models import RateLimit
+from hub.core.outages import Outage
 from hub.core.queues import RATELIMIT_PREFIX
 from hub.core.units import parse_rate
 
 log = logging.getLogger("hub.ingress.ratelimit")
 
 OVERRIDES_TTL = 10.0  # seconds a tenant's overrides are trusted by a web process
-REDIS_PAUSE = 2.0  # seconds without checks after Redis failed
 REDIS_TIMEOUT = 0.5
 RESERVE_SHARE = 0.01  # of a limit, taken from Redis at once by a busy process
 RESERVE_MAX = 100  # requests
@@ -91,7 +95,9 @@ class RateLimiter:
         load: OverridesLoader,
         *,
         overrides_ttl: float = OVERRIDES_TTL,
+        counter: SlidingWindowCounterRateLimiter | None = None,
     ) -> None:
+        """`counter` counts the hits (default: the `limits` sliding window in Redis)."""
         try:
             self.default = parse_rate(default_limit)
         except ValueError as exc:
@@ -104,12 +110,13 @@ class RateLimiter:
             socket_timeout=REDIS_TIMEOUT,
             socket_connect_timeout=REDIS_TIMEOUT,
         )
-        self._strategy = SlidingWindowCounterRateLimiter(storage)
+        self._strategy = counter or SlidingWindowCounterRateLimiter(storage)
         self._load = load
         self._ttl = overrides_ttl
         self._overrides: dict[int, tuple[float, Overrides]] = {}
         self._items: dict[str, RateLimitItem] = {}
-        self._paused_until = 0.0
+        self._paused_until = 0.0  # no checks until then: Redis failed (Outage's backoff)
+        self.outage = Outage(log, "ratelimit", "redis")
         self._waiting: dict[tuple[str, str, str], list[asyncio.Future[None]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None  # looked up once (3.11: a getpid each)
@@ -179,8 +186,8 @@ class RateLimiter:
             while batch:
                 await self._settle(item, key, batch)
                 batch, self._waiting[key] = self._waiting[key], []
-        finally:
-            for future in self._waiting.pop(key, []):  # only on cancellation
+        finally:  # every waiter gets an answer, however this ends (only a cancellation leaves any)
+            for future in [*batch, *self._waiting.pop(key, [])]:
                 if not future.done():
                     future.set_result(None)
 
@@ -190,14 +197,19 @@ class RateLimiter:
         ids = key[:2]
         try:
             extra = min(RESERVE_MAX, int(item.amount * RESERVE_SHARE))
-            if extra and await self._strategy.hit(item, *ids, cost=len(batch) + extra):
-                self._reserved[(int(key[0]), key[1], key[2])] = [
-                    float(extra),
-                    time.monotonic() + RESERVE_TTL,
-                ]
-                _answer(batch, None)
-                return
-            if await self._strategy.hit(item, *ids, cost=len(batch)):
+            if extra:
+                fits = await self._strategy.hit(item, *ids, cost=len(batch) + extra)
+                self.outage.recovered()
+                if fits:
+                    self._reserved[(int(key[0]), key[1], key[2])] = [
+                        float(extra),
+                        time.monotonic() + RESERVE_TTL,
+                    ]
+                    _answer(batch, None)
+                    return
+            fits = await self._strategy.hit(item, *ids, cost=len(batch))
+            self.outage.recovered()
+            if fits:
                 _answer(batch, None)
                 return
             for index, future in enumerate(batch):
@@ -212,12 +224,8 @@ class RateLimiter:
                 )
                 _answer(batch[index:], limited)
                 return
-        except (StorageError, RedisError, OSError) as exc:
-            self._paused_until = time.monotonic() + REDIS_PAUSE
-            log.warning(
-                "ratelimit.unavailable",
-                extra={"source": key[1], "tenant_id": key[0], "error_class": type(exc).__name__},
-            )
+        except Exception as exc:  # noqa: BLE001 - see the module docstring: let them through
+            self._paused_until = time.monotonic() + self.outage.failed(_reason(exc))
             _answer(batch, None)
 
     def _item(self, limit: str) -> RateLimitItem:
@@ -231,6 +239,11 @@ class RateLimiter:
                 item = parse(self.default)
             self._items[limit] = item
         return item
+
+
+def _reason(exc: Exception) -> str:
+    known = isinstance(exc, (StorageError, RedisError, OSError))
+    return f"{type(exc).__name__}: {exc}" if known else f"unexpected {type(exc).__name__}: {exc}"
 
 
 def _answer(futures: list[asyncio.Future[None]], error: RateLimited | None) -> None:

@@ -24,6 +24,7 @@ from redis import Redis
 from sqlalchemy import Engine
 
 from hub.core.errors import DatabaseUnavailable, HubError, RedisUnavailable
+from hub.core.outages import Outage
 from hub.ingress.events import NewEvent, Stored, enqueue_events, mark_queued, store_events
 
 log = logging.getLogger("hub.ingress.writer")
@@ -31,7 +32,6 @@ log = logging.getLogger("hub.ingress.writer")
 MAX_BATCH = 200  # rows per group commit
 MAX_BATCH_BYTES = 8 * 1024 * 1024  # payload bytes per group commit (max_allowed_packet is 16 MiB)
 WRITERS = 2  # group commits in flight at once
-REDIS_PAUSE = 2.0  # seconds the enqueuer leaves Redis alone after a failure
 MARK_DELAY = 0.05  # seconds enqueued ids wait for a group commit to mark them `queued`
 ENQUEUE_LINGER = 0.05  # seconds at least between two enqueues: under load, jobs of more events
 
@@ -55,7 +55,8 @@ class EventWriter:
         self._to_enqueue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._executor = ThreadPoolExecutor(writers + 1, thread_name_prefix="hub-events")
         self._tasks: list[asyncio.Task[None]] = []
-        self._redis_paused_until = 0.0
+        self._redis_paused_until = 0.0  # Redis failed: left alone until then (Outage's backoff)
+        self.redis_outage = Outage(log, "events", "redis")  # one line down, one line back
         self._marks: list[str] = []  # enqueued, to be marked `queued` by the next commit
         self._last_enqueue = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -141,10 +142,10 @@ class EventWriter:
                     continue  # left `received`: the sweeper's relay enqueues them
                 await loop.run_in_executor(self._executor, enqueue_events, None, self.redis, batch)
                 self._last_enqueue = time.monotonic()
+                self.redis_outage.recovered()
                 self._marks.extend(event_id for event_id, _ in batch)
-            except RedisUnavailable:
-                self._redis_paused_until = time.monotonic() + REDIS_PAUSE
-                log.warning("events.enqueue_deferred", extra={"count": len(batch)})
+            except RedisUnavailable as exc:
+                self._redis_paused_until = time.monotonic() + self.redis_outage.failed(str(exc))
             except HubError as exc:
                 log.warning(
                     "events.enqueue_failed",

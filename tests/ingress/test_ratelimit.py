@@ -178,3 +178,32 @@ def test_a_busy_source_reserves_a_share_of_a_large_limit_and_never_exceeds_it(
     assert after_one == 1000 - 11, f"one request reserved 10 more: {1000 - after_one} counted"
     assert after_eleven == after_one, "the next 10 requests were served without Redis"
     assert 1000 - 2 * 10 <= allowed <= 1000, f"{allowed} of 1111 let through by two processes"
+
+
+class ClosedTransport:
+    """A counter whose connection was reset in the middle of a command, as the async Redis
+    client reports it under uvloop: a RuntimeError, not a Redis error."""
+
+    def __init__(self) -> None:
+        self.hits = 0
+
+    async def hit(self, *_args: object, **_kwargs: object) -> bool:
+        self.hits += 1
+        raise RuntimeError("unable to perform operation on <TCPTransport closed=True>")
+
+
+def test_a_counter_that_fails_in_any_way_lets_every_request_through_and_holds_none(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    counter = ClosedTransport()
+
+    async def scenario() -> None:
+        limiter = RateLimiter("redis://127.0.0.1:9/0", "1/minute", _none, counter=counter)  # type: ignore[arg-type]
+        checks = [limiter.check(1, "site", None) for _ in range(5)]
+        await asyncio.wait_for(asyncio.gather(*checks), 2)  # a waiter left unanswered hangs here
+
+    with caplog.at_level("WARNING", logger="hub.ingress.ratelimit"):
+        asyncio.run(scenario())
+    said = [r.getMessage() for r in caplog.records]
+    assert counter.hits == 1, f"the five were counted together, then Redis left alone: {said}"
+    assert said == ["ratelimit.redis_down"], said

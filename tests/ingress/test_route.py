@@ -595,6 +595,24 @@ def test_redis_down_still_accepts_and_the_relay_enqueues_once_redis_is_back(
     assert sweep_once(ctx, [relay_events]) == {"relay_events": 0}  # once
 
 
+def test_while_redis_is_away_the_web_says_so_once_however_often_requests_try_it(
+    hub_settings: Settings, engine: Engine, key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    redis_down = hub_settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
+    answers = []
+    with caplog.at_level("WARNING"), TestClient(create_app(redis_down)) as client:
+        for n in range(4):  # 0.6 s apart: past the first pause, so Redis is tried again
+            answers.append(
+                post(
+                    client, "site", key, {"type": "a", "n": n}, headers={"Idempotency-Key": f"w{n}"}
+                )
+            )
+            time.sleep(0.6)
+    said = [r.getMessage() for r in caplog.records if r.name.startswith("hub.ingress")]
+    assert [a.status_code for a in answers] == [202] * 4
+    assert sorted(said) == ["events.redis_down", "ratelimit.redis_down"], said
+
+
 def IntegrationEvent_table():  # noqa: N802 - reads as the table it returns
     from hub.ingress.events import events_table
 
