@@ -33,7 +33,7 @@ MAX_BATCH = 200  # rows per group commit
 MAX_BATCH_BYTES = 8 * 1024 * 1024  # payload bytes per group commit (max_allowed_packet is 16 MiB)
 WRITERS = 2  # group commits in flight at once
 MARK_DELAY = 0.05  # seconds enqueued ids wait for a group commit to mark them `queued`
-ENQUEUE_LINGER = 0.05  # seconds at least between two enqueues: under load, jobs of more events
+ENQUEUE_LINGER = 0.1  # seconds at least between two enqueues: under load, jobs of more events
 
 
 class EventWriter:
