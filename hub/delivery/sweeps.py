@@ -96,24 +96,31 @@ def _push(ctx: SweepCtx, row_ids: list[int], now: datetime, after: float, where:
         )
 
 
+def _retry_rows(ctx: SweepCtx, where: Any) -> list[Any]:
+    """Retry rows meeting `where`, soonest first, with their delivery's queue and endpoint."""
+    with ctx.engine.connect() as conn:
+        return list(
+            conn.execute(
+                select(
+                    RetryQueue.id,
+                    RetryQueue.delivery_id,
+                    RetryQueue.attempt,
+                    WebhookDelivery.queue,
+                    WebhookDelivery.endpoint,
+                )
+                .join(WebhookDelivery, WebhookDelivery.id == RetryQueue.delivery_id)
+                .where(where)
+                .order_by(RetryQueue.next_retry_at)
+                .limit(BATCH)
+            ).all()
+        )
+
+
 def enqueue_due_retries(ctx: SweepCtx, *, reenqueue_after: float = REENQUEUE_AFTER) -> int:
     # read before the rows: a job that ends in between leaves them taken
     jobs = ctx.inflight.carried(ctx.redis)
     now = clock.now(ctx.engine)
-    with ctx.engine.connect() as conn:
-        rows = conn.execute(
-            select(
-                RetryQueue.id,
-                RetryQueue.delivery_id,
-                RetryQueue.attempt,
-                WebhookDelivery.queue,
-                WebhookDelivery.endpoint,
-            )
-            .join(WebhookDelivery, WebhookDelivery.id == RetryQueue.delivery_id)
-            .where(RetryQueue.next_retry_at <= now)
-            .order_by(RetryQueue.next_retry_at)
-            .limit(BATCH)
-        ).all()
+    rows = _retry_rows(ctx, RetryQueue.next_retry_at <= now)
     if not rows:
         return 0
     # a delivery a waiting job carries is taken by that job: enqueued once, however long it waits
@@ -142,20 +149,7 @@ def relay_retries(ctx: SweepCtx, *, reenqueue_after: float = REENQUEUE_AFTER) ->
         WebhookDelivery.status.in_(TAKEABLE),
         or_(WebhookDelivery.next_attempt_at.is_(None), WebhookDelivery.next_attempt_at <= now),
     )
-    with ctx.engine.connect() as conn:
-        rows = conn.execute(
-            select(
-                RetryQueue.id,
-                RetryQueue.delivery_id,
-                RetryQueue.attempt,
-                WebhookDelivery.queue,
-                WebhookDelivery.endpoint,
-            )
-            .join(WebhookDelivery, WebhookDelivery.id == RetryQueue.delivery_id)
-            .where(waiting)
-            .order_by(RetryQueue.next_retry_at)
-            .limit(BATCH)
-        ).all()
+    rows = _retry_rows(ctx, waiting)
     suspects = (row.delivery_id for row in rows if row.delivery_id not in jobs)
     confirmed = Suspects(ctx.redis, "retries").confirm(suspects)
     lost = [row for row in rows if row.delivery_id in confirmed]
