@@ -63,13 +63,16 @@ routes:
 """
 
 
-def write_mappings(root: Path, target_url: str, *, timeout: str = "2s") -> Path:
-    """sources.yaml, endpoints.yaml (crm -> `target_url`) and rules/lead.yaml in `root`."""
+def write_mappings(
+    root: Path, target_url: str, *, timeout: str = "2s", url: str | None = None
+) -> Path:
+    """sources.yaml, endpoints.yaml (crm -> `target_url`/leads, or `url` such as an `env:`
+    reference) and rules/lead.yaml in `root`."""
     (root / "rules").mkdir(parents=True, exist_ok=True)
     (root / "sources.yaml").write_text(SOURCES_YAML)
     (root / "endpoints.yaml").write_text(
         "endpoints:\n  crm:\n    kind: webhook\n"
-        f"    url: {target_url}/leads\n    timeout: {timeout}\n"
+        f"    url: {url or target_url + '/leads'}\n    timeout: {timeout}\n"
         "    retry: {max_attempts: 8, base: 1s, max_delay: 2s}\n"
     )
     (root / "rules" / "lead.yaml").write_text(RULE_YAML)

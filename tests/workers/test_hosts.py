@@ -143,7 +143,8 @@ def hosts(
 ) -> Iterator[tuple[AppHost, AppHost]]:
     if not settings.effective_database_url.startswith("mysql"):
         pytest.skip("two hosts need a shared server database (MariaDB lane): SQLite is a file")
-    mappings = write_mappings(tmp_path / "mappings", target.url)
+    # each host reads the target's address from its environment: its sends say which host
+    mappings = write_mappings(tmp_path / "mappings", target.url, url="env:CRM_URL")
     apply_mappings(ctx.engine, ctx.redis, load_mappings(mappings))  # `hub mappings apply`
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("HUB_")},
@@ -155,7 +156,11 @@ def hosts(
         "HUB_LOG_FORMAT": "json",
         "HUB_LOG_LEVEL": "WARNING",
     }
-    pair = (AppHost("a", tmp_path, env), AppHost("b", tmp_path, env))
+    a, b = (
+        AppHost(name, tmp_path, env | {"CRM_URL": f"{target.url}/{name}/leads"})
+        for name in ("a", "b")
+    )
+    pair = (a, b)
     yield pair
     for host in pair:
         host.close()
@@ -179,6 +184,12 @@ def test_a_host_killed_mid_flight_loses_nothing_and_the_other_finishes_its_work(
 
     stream = LeadStream(key, [a.url, b.url], rate=RATE, count=LEADS).start()
     wait_for(lambda: stream.sent >= KILL_AT and len(target.seen) >= 20, 60, "deliveries under way")
+
+    def sent_by_a() -> int:
+        return sum(1 for seen in list(target.seen) if seen.path.startswith("/a/"))
+
+    before = sent_by_a()  # the kill waits for a send of A's to arrive: it is in flight 0.3 s
+    wait_for(lambda: sent_by_a() > before, 30, "a send of host A's under way")
     posted_before = stream.sent
     a.kill()
     killed_at = time.monotonic()
