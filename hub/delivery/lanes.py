@@ -9,10 +9,11 @@ timeout and rate limit: enough sends in flight to keep up with the rate when eve
 the whole timeout (rate x timeout, Little's law), between 1 and DERIVED_MAX; DEFAULT without a
 rate limit. A lane holds at most LANE_ROUNDS rounds of sends (queued or in flight). When it is
 full, a deliver job waits for room only if the lane, at the speed its sends have shown, frees it
-within ROOM_WAIT (a fast endpoint under a burst: deferring would cost more than waiting);
-otherwise the rest of a batch waits in the database (deferred, no attempt used) for about the
-time the lane needs to drain, so one process never hoards a slow endpoint's backlog under long
-leases and a slow endpoint never holds the job.
+within ROOM_WAIT (a fast endpoint under a burst: deferring would cost more than waiting; a new
+lane, whose speed is not known yet, is given ROOM_WAIT to show it); otherwise the rest of a
+batch waits in the database (deferred, no attempt used) for about the time the lane needs to
+drain, so one process never hoards a slow endpoint's backlog under long leases and a slow
+endpoint never holds the job.
 """
 
 from __future__ import annotations
@@ -84,12 +85,14 @@ class Lane:
         with self._lock:
             deadline = time.monotonic() + wait
             need = min(count, self.capacity)
-            while need > self.capacity - self._busy and self._average is not None:
-                short = need - (self.capacity - self._busy)  # sends that must finish first
-                expected = math.ceil(short / self.concurrency) * self._average
+            while need > self.capacity - self._busy:
                 left = deadline - time.monotonic()
-                if left <= 0 or expected > left:
+                if left <= 0:
                     break
+                if self._average is not None:  # unknown (a new lane): wait and see
+                    short = need - (self.capacity - self._busy)  # sends that must finish first
+                    if math.ceil(short / self.concurrency) * self._average > left:
+                        break
                 self._room.wait(left)
             taken = max(0, min(count, self.capacity - self._busy))
             self._busy += taken

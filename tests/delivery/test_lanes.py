@@ -172,3 +172,21 @@ def test_a_full_lane_that_drains_fast_is_waited_for_and_a_slow_one_is_not() -> N
             timer.cancel()
         fast.close()
         slow.close()
+
+
+def test_a_new_lane_whose_speed_is_unknown_is_given_the_room_wait_to_show_it() -> None:
+    """The first two chunks of a big job reach a lane that has not sent yet: the second waits
+    for the first sends to free room (a guess from the timeout would defer it for 40 s)."""
+    lane = Lane("new", 2)
+    try:
+        lane.reserve(lane.capacity, timeout=10.0)  # full, nothing observed yet
+        timer = threading.Timer(0.05, lane.release, args=(4,))
+        timer.start()
+        started = time.monotonic()
+        room = lane.reserve(4, timeout=10.0, wait=ROOM_WAIT)
+        waited = time.monotonic() - started
+        assert room.taken == 4, f"took {room.taken} after {waited:.3f}s"
+        assert waited < ROOM_WAIT, f"waited {waited:.3f}s"
+    finally:
+        timer.cancel()
+        lane.close()
