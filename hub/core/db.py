@@ -84,7 +84,7 @@ def _economical_pool(engine: Engine) -> None:
             raise DisconnectionError(f"a pooled connection did not answer ({exc})") from exc
 
     def committed(conn: Any) -> None:
-        conn.connection._connection_record.info["committed"] = True
+        conn.connection.info["committed"] = True  # the pooled connection's (its record's) info
 
     def reset(dbapi_connection: Any, record: Any, state: Any) -> None:
         committed = record.info.pop("committed", False) if record is not None else False

@@ -195,32 +195,24 @@ def expire_leases(ctx: SweepCtx) -> int:
         dead = [row for row in rows if _exhausted(registry, row.endpoint, row.attempts + 1)]
         again = [row for row in rows if row not in dead]
         ids = [row.id for row in rows]
-        if again:
-            conn.execute(
-                update(WebhookDelivery)
-                .where(WebhookDelivery.id.in_([row.id for row in again]), expired)
-                .values(
-                    status=DeliveryStatus.RETRYING,
-                    attempts=WebhookDelivery.attempts + 1,
-                    lease_expires_at=None,
-                    next_attempt_at=now,
-                    last_error=LEASE_LOST_ERROR,
-                    updated_at=now,
+        for status, group, next_at in (
+            (DeliveryStatus.RETRYING, again, now),
+            (DeliveryStatus.DEAD, dead, None),
+        ):
+            if group:
+                conn.execute(
+                    update(WebhookDelivery)
+                    .where(WebhookDelivery.id.in_([row.id for row in group]), expired)
+                    .values(
+                        status=status,
+                        attempts=WebhookDelivery.attempts + 1,
+                        lease_expires_at=None,
+                        next_attempt_at=next_at,
+                        last_error=LEASE_LOST_ERROR,
+                        updated_at=now,
+                    )
                 )
-            )
         if dead:
-            conn.execute(
-                update(WebhookDelivery)
-                .where(WebhookDelivery.id.in_([row.id for row in dead]), expired)
-                .values(
-                    status=DeliveryStatus.DEAD,
-                    attempts=WebhookDelivery.attempts + 1,
-                    lease_expires_at=None,
-                    next_attempt_at=None,
-                    last_error=LEASE_LOST_ERROR,
-                    updated_at=now,
-                )
-            )
             _dead_letters(conn, dead, now)
         conn.execute(delete(RetryQueue).where(RetryQueue.delivery_id.in_(ids)))
         if again:

@@ -72,18 +72,17 @@ def store_event(engine: Engine, event: NewEvent) -> Stored:
 
 
 def store_events(
-    engine: Engine, events: Sequence[NewEvent], *, mark_queued: Sequence[str] = ()
+    engine: Engine, events: Sequence[NewEvent], *, mark: Sequence[str] = ()
 ) -> list[Stored]:
     """Store a batch in one transaction, skipping duplicates row by row; results in order.
 
-    `mark_queued`: ids of events already enqueued, marked `queued` in the same transaction (the
+    `mark`: ids of events already enqueued, marked `queued` in the same transaction (the
     web process's writer saves a transaction per batch this way, see hub.ingress.writer).
     Raises DatabaseUnavailable when the database cannot be reached (nothing is stored or
     marked then).
     """
     if not events:
-        if mark_queued:
-            _mark_queued_now(engine, mark_queued)
+        mark_queued(engine, mark)
         return []
     now = utcnow()
     rows: list[dict[str, Any]] = [
@@ -107,16 +106,15 @@ def store_events(
     for attempt in range(DEADLOCK_RETRIES + 1):
         try:
             with engine.begin() as conn:
-                if mark_queued:
-                    conn.execute(_queued(mark_queued))
+                if mark:
+                    conn.execute(_queued(mark))
                 existing = _insert_skipping_duplicates(conn, rows)
                 if persons:
                     _index_persons(conn, rows, persons, existing)
             break
         except IntegrityError:
             # not a duplicate (those are skipped): store row by row so one bad row fails alone
-            if mark_queued:
-                _mark_queued_now(engine, mark_queued)
+            mark_queued(engine, mark)
             return [_store_alone(engine, row, persons) for row in rows]
         except OperationalError as exc:
             code = getattr(exc.orig, "args", (None,))[0]
@@ -284,12 +282,9 @@ def _queued(event_ids: Sequence[str]) -> Any:
 
 
 def mark_queued(engine: Engine, event_ids: Sequence[str]) -> None:
-    """`received` → `queued` in a transaction of its own (see `_queued`)."""
-    if event_ids:
-        _mark_queued_now(engine, event_ids)
-
-
-def _mark_queued_now(engine: Engine, event_ids: Sequence[str]) -> None:
+    """`received` → `queued` in a transaction of its own (see `_queued`); none: nothing."""
+    if not event_ids:
+        return
     try:
         with engine.begin() as conn:
             conn.execute(_queued(event_ids))

@@ -129,13 +129,6 @@ class RateLimiter:
 
         return cls(redis_url, default_limit, load)
 
-    async def limit_for(self, tenant_id: int, source: str, source_limit: str | None) -> str:
-        cached = self._overrides.get(tenant_id)
-        if cached is None or cached[0] <= time.monotonic():
-            cached = (time.monotonic() + self._ttl, await self._load(tenant_id))
-            self._overrides[tenant_id] = cached
-        return choose_limit(cached[1], source, source_limit, self.default)
-
     def _take_reserved(self, key: tuple[int, str, str], now: float) -> bool:
         reserve = self._reserved.get(key)
         if reserve is None or reserve[0] < 1 or reserve[1] <= now:
@@ -154,10 +147,9 @@ class RateLimiter:
         if now < self._paused_until:
             return
         cached = self._overrides.get(tenant_id)
-        if cached is not None and cached[0] > now:  # the usual case, without a coroutine
-            limit = choose_limit(cached[1], source, source_limit, self.default)
-        else:
-            limit = await self.limit_for(tenant_id, source, source_limit)
+        if cached is None or cached[0] <= now:  # the tenant's overrides, read again
+            cached = self._overrides[tenant_id] = (now + self._ttl, await self._load(tenant_id))
+        limit = choose_limit(cached[1], source, source_limit, self.default)
         if self._take_reserved((tenant_id, source, limit), now):
             return
         item = self._item(limit)

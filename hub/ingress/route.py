@@ -433,6 +433,12 @@ def correlation_of(headers: Headers) -> str:
     return f"cor_{_PROCESS_TAG}{next(_counter):x}"
 
 
+def _request_id(request: Request) -> str:
+    """A new request id, kept on the request for the error handlers."""
+    request_id = request.state.request_id = f"req_{_PROCESS_TAG}{next(_counter):x}"
+    return request_id
+
+
 # unique, not secret: a random tag per process and a counter (no syscall per request)
 _PROCESS_TAG = secrets.token_hex(6)
 _counter = itertools.count(1)
@@ -446,8 +452,7 @@ async def receive_webhook(request: Request) -> Response:
     ingress: Ingress = request.app.state.ingress
     headers = request.headers
     correlation_id = correlation_of(headers)
-    request_id = f"req_{_PROCESS_TAG}{next(_counter):x}"
-    request.state.request_id = request_id
+    request_id = _request_id(request)
     try:
         key = await ingress.authenticate(request)
         source = ingress.source(request.path_params["source"], key)
@@ -501,8 +506,7 @@ async def verify_subscription(request: Request) -> Response:
     """`GET /webhooks/{source}`: Meta's subscription handshake (hub.ingress.meta), for a source
     with a `verify_token`; the key (`?api_key=` in the callback URL) names the tenant."""
     ingress: Ingress = request.app.state.ingress
-    request_id = f"req_{_PROCESS_TAG}{next(_counter):x}"
-    request.state.request_id = request_id
+    request_id = _request_id(request)
     try:
         key = await ingress.authenticate(request)
         source = ingress.source(request.path_params["source"], key)

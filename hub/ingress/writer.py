@@ -96,9 +96,7 @@ class EventWriter:
                 batch.append(item)
                 size += len(item[0].payload)
             marks, self._marks = self._marks, []
-            store = functools.partial(
-                store_events, self.engine, [e for e, _ in batch], mark_queued=marks
-            )
+            store = functools.partial(store_events, self.engine, [e for e, _ in batch], mark=marks)
             try:
                 results = await loop.run_in_executor(self._executor, store)
             except Exception as exc:  # noqa: BLE001 - every waiter must get an answer
