@@ -57,6 +57,7 @@ class Seen:
     path: str
     headers: dict[str, str]
     body: bytes
+    at: float = field(default_factory=time.monotonic)  # when it arrived
 
     def json(self) -> Any:
         return orjson.loads(self.body)
@@ -73,6 +74,7 @@ class TargetServer:
         self.seen: list[Seen] = []
         self.script: list[Reply] = []
         self.default = Reply()
+        self.by_path: dict[str, Reply] = {}  # path prefix -> the reply for a path under it
         self.arrived = threading.Event()
         self._lock = threading.Lock()
         app = Starlette(
@@ -96,13 +98,17 @@ class TargetServer:
         body = await request.body()
         with self._lock:
             self.seen.append(Seen(request.method, request.url.path, dict(request.headers), body))
-            reply = self.script.pop(0) if self.script else self.default
+            reply = self.script.pop(0) if self.script else self._reply_for(request.url.path)
         self.arrived.set()
         if reply.delay:
             await asyncio.sleep(reply.delay)
         return Response(
             reply.body, reply.status, headers=reply.headers, media_type="application/json"
         )
+
+    def _reply_for(self, path: str) -> Reply:
+        prefixes = [prefix for prefix in self.by_path if path.startswith(prefix)]
+        return self.by_path[max(prefixes, key=len)] if prefixes else self.default
 
     def replies(self, *replies: Reply) -> None:
         with self._lock:

@@ -6,8 +6,13 @@ Prometheus metrics directory, and no mappings on disk: sources, rules and endpoi
 from the database, applied once (`hub mappings apply`). They share only the database, Redis and
 the encryption keys (HUB_SECRET_KEYS, HUB_PERSON_KEY), as real hosts must. Leads go to both
 web ports; a lead whose host does not answer goes to the other, as a load balancer would. While
-deliveries are in flight (the target answers after 0.3 s), every process of host A, the sweeper
-leader among them, gets SIGKILL at once (one `killpg`).
+sends of A's are in flight, every process of host A, the sweeper leader among them, gets SIGKILL
+at once (one `killpg`).
+
+B's worker joins once the first half of the leads is posted, so that A's worker has sends in
+flight then for sure: two workers on the queues settle into roles (the one blocked on Redis
+takes each deliver job the other's process_events job enqueues), and with both from the start A
+could be routing only. The target holds A's sends A_SEND seconds, B's 0.3 s.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from pathlib import Path
 import httpx
 import pytest
 from redis import Redis
+from rq import Worker
 
 from hub.core.leader import LEADER_TTL
 from hub.core.metrics import MULTIPROC_ENV
@@ -43,7 +49,8 @@ pytestmark = pytest.mark.slow
 
 LEADS = 300
 RATE = 60.0  # leads a second, to both hosts together
-KILL_AT = LEADS // 2  # leads posted when host A is killed (and deliveries under way)
+KILL_AT = LEADS // 2  # leads posted when B's worker joins; A is killed right after
+A_SEND = 1.0  # seconds the target holds a send of host A's (the endpoint's timeout is 2 s)
 DRAIN_LIMIT = 60.0  # seconds after the kill by which every accepted lead is delivered
 
 
@@ -70,13 +77,16 @@ class AppHost:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> AppHost:
+    def start(self, *only: str) -> AppHost:
+        """Start the host's processes (`only` those roles, if named): the first is the group's."""
         roles = {
             "web": ["serve", "--port", str(self.port)],
             "worker": ["worker"],
             "sweeper": ["sweeper", "--interval", "0.2"],
         }
         for role, args in roles.items():
+            if only and role not in only:
+                continue
             with (self.data / f"{role}.log").open("ab") as log:
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "hub", *args],
@@ -88,7 +98,8 @@ class AppHost:
                 )
             self.processes[role] = proc
             self.pgid = self.pgid or proc.pid
-        wait_for(self._healthy, 60, f"host {self.name}'s web to answer /health")
+        if "web" in self.processes:
+            wait_for(self._healthy, 60, f"host {self.name}'s web to answer /health")
         return self
 
     def pids(self) -> set[int]:
@@ -171,6 +182,10 @@ def _leader_pid(redis: Redis) -> int | None:
     return int(value.decode().split(":")[1]) if value else None
 
 
+def _worker_up(redis: Redis, pid: int) -> bool:
+    return any(worker.pid == pid for worker in Worker.all(connection=redis))
+
+
 def test_a_host_killed_mid_flight_loses_nothing_and_the_other_finishes_its_work(
     ctx: WorkerContext, target: TargetServer, hosts: tuple[AppHost, AppHost]
 ) -> None:
@@ -179,17 +194,19 @@ def test_a_host_killed_mid_flight_loses_nothing_and_the_other_finishes_its_work(
         key = create_key(session, name="site", tenant_slug="clinic-1", create_tenant=True).secret
     a.start()
     wait_for(lambda: _leader_pid(ctx.redis) == a.processes["sweeper"].pid, 20, "A's sweeper leads")
-    b.start()
-    target.default = Reply(delay=0.3)  # deliveries stay in flight a while
+    b.start("web", "sweeper")  # B's worker joins halfway (see the module docstring)
+    target.default = Reply(delay=0.3)  # deliveries stay in flight a while, A's longer
+    target.by_path["/a/"] = Reply(delay=A_SEND)
+
+    def a_sending() -> bool:  # a send of A's arrived lately: the target still holds it
+        now = time.monotonic()
+        return any(s.path.startswith("/a/") and now - s.at < A_SEND - 0.3 for s in target.seen)
 
     stream = LeadStream(key, [a.url, b.url], rate=RATE, count=LEADS).start()
-    wait_for(lambda: stream.sent >= KILL_AT and len(target.seen) >= 20, 60, "deliveries under way")
-
-    def sent_by_a() -> int:
-        return sum(1 for seen in list(target.seen) if seen.path.startswith("/a/"))
-
-    before = sent_by_a()  # the kill waits for a send of A's to arrive: it is in flight 0.3 s
-    wait_for(lambda: sent_by_a() > before, 30, "a send of host A's under way")
+    wait_for(lambda: stream.sent >= KILL_AT and a_sending(), 60, "A's deliveries under way")
+    b.start("worker")
+    wait_for(lambda: _worker_up(ctx.redis, b.processes["worker"].pid), 30, "B's worker up")
+    wait_for(a_sending, 30, "a send of host A's in flight")
     posted_before = stream.sent
     a.kill()
     killed_at = time.monotonic()
