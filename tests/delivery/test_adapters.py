@@ -5,12 +5,14 @@ import datetime as dt
 import ipaddress
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Iterator
 from email import message_from_bytes
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
@@ -126,6 +128,33 @@ def test_connections_are_kept_alive_across_sends(target: TargetServer, adapters:
     client = adapters.clients.get("crm", config.timeout)
     pool = client._transport._pool  # type: ignore[attr-defined]
     assert len(pool.connections) == 1
+
+
+def test_each_sending_thread_keeps_its_own_connection_and_an_ended_threads_client_is_closed(
+    target: TargetServer, adapters: Adapters
+) -> None:
+    config = webhook(target.url)
+    target.default = Reply(delay=0.2)  # the four sends overlap
+    clients: list[httpx.Client] = []
+
+    def sender() -> None:
+        for _ in range(2):
+            assert send(adapters, config).verdict == Verdict.DELIVERED
+        clients.append(adapters.clients.get("crm", config.timeout))
+
+    threads = [threading.Thread(target=sender) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert len(target.seen) == 8
+    assert len({id(client) for client in clients}) == 4
+    for client in clients:  # each thread's second send went on its first send's connection
+        assert len(client._transport._pool.connections) == 1  # type: ignore[attr-defined]
+        assert not client.is_closed
+
+    assert send(adapters, config).verdict == Verdict.DELIVERED  # a new client: this thread's
+    assert all(client.is_closed for client in clients)
 
 
 @pytest.mark.parametrize(
