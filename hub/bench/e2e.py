@@ -4,12 +4,13 @@ worker set; reports time to drain, events/s and deliveries/s, end-to-end latency
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -20,7 +21,7 @@ from hub.bench.ingest import _tree_rss
 from hub.bench.loadgen import run_load
 from hub.bench.scratch import scratch
 from hub.core.errors import HubError
-from hub.core.models import DeliveryStatus, IntegrationEvent, WebhookDelivery
+from hub.core.models import DeliveryAttempt, DeliveryStatus, IntegrationEvent, WebhookDelivery
 from hub.core.settings import Settings
 from hub.local.processes import HUB, Child, free_port, stop_all, wait_http_ok
 
@@ -32,6 +33,10 @@ def _percentile(values: list[float], p: float) -> float:
         return 0.0
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
+
+
+def _epoch(moment: datetime) -> float:
+    return moment.replace(tzinfo=UTC).timestamp()
 
 
 def bench_e2e(
@@ -148,6 +153,17 @@ def bench_e2e(
                     IntegrationEvent, IntegrationEvent.id == WebhookDelivery.event_id
                 )
             ).all()
+            journeys = conn.execute(
+                select(
+                    WebhookDelivery.id,
+                    IntegrationEvent.created_at,
+                    IntegrationEvent.processed_at,
+                    DeliveryAttempt.started_at,
+                )
+                .join(IntegrationEvent, IntegrationEvent.id == WebhookDelivery.event_id)
+                .join(DeliveryAttempt, DeliveryAttempt.delivery_id == WebhookDelivery.id)
+                .where(DeliveryAttempt.number == 1)
+            ).all()
             statuses = dict(
                 conn.execute(
                     select(WebhookDelivery.status, func.count()).group_by(WebhookDelivery.status)
@@ -158,6 +174,13 @@ def bench_e2e(
             for d_id, created in rows
             if d_id in first_seen
         ]
+        stages: dict[str, list[float]] = {"routed": [], "sending": [], "arrived": []}
+        for d_id, created, processed, sending in journeys:
+            if processed is None or d_id not in first_seen:
+                continue
+            times = [_epoch(created), _epoch(processed), _epoch(sending), first_seen[d_id]]
+            for name, (a, b) in zip(stages, itertools.pairwise(times), strict=True):
+                stages[name].append((b - a) * 1000)
         missing = sum(1 for d_id, _ in rows if d_id not in first_seen)
         drained = max(first_seen.values(), default=started) - started
         return {
@@ -182,6 +205,12 @@ def bench_e2e(
             "latency_p50_ms": round(_percentile(latencies, 0.50), 1),
             "latency_p95_ms": round(_percentile(latencies, 0.95), 1),
             "latency_p99_ms": round(_percentile(latencies, 0.99), 1),
+            # where the latency goes: stored -> routed (its deliveries made) -> the first send
+            # started -> the target got it
+            "latency_stages_ms": {
+                name: f"p50 {_percentile(v, 0.5):.1f}, p99 {_percentile(v, 0.99):.1f}"
+                for name, v in stages.items()
+            },
             "arrived_unique": len(first_seen),
             "duplicates": duplicates,
             "lost": missing + (expected - len(rows)),
