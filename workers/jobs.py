@@ -17,8 +17,9 @@ from workers.context import current
 
 
 def process_events(event_ids: list[str]) -> Any:
-    """Match and transform each event, creating and enqueueing its deliveries."""
-    return route_events(current(), event_ids)
+    """Match and transform each event, creating its deliveries: sent from this worker's lanes
+    where they have room, enqueued for a deliver job otherwise."""
+    return route_events(current(), event_ids, send=True)
 
 
 def deliver(delivery_ids: list[str]) -> Any:

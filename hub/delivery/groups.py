@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from redis.exceptions import RedisError
 from sqlalchemy import and_, or_, select, update
@@ -121,14 +121,67 @@ def claim(
     return groups, rows
 
 
-def _plan(rt: DeliveryRuntime, name: str, ids: list[str], now: datetime) -> Group:
+class RoutedRow(NamedTuple):
+    """A delivery as `process_events` inserted it, leased: what `prepare` reads of a row."""
+
+    id: str
+    event_id: str
+    tenant_id: int
+    endpoint: str
+    queue: str
+    attempts: int
+    correlation_id: str | None
+    last_error: str | None
+    request: bytes | None
+
+
+@dataclass
+class Routed:
+    """Deliveries a routing job inserts leased to itself, to send once its commit is done."""
+
+    groups: list[Group] = field(default_factory=list)
+    rows: list[RoutedRow] = field(default_factory=list)
+
+    def release(self) -> None:
+        """The insert did not commit: give the lanes back their room."""
+        for group in self.groups:
+            if group.lane is not None and group.room is not None:
+                group.lane.release(group.room.taken)
+        self.groups, self.rows = [], []
+
+
+def lease_routed(rt: DeliveryRuntime, deliveries: list[dict[str, Any]], now: datetime) -> Routed:
+    """Lease new deliveries (`webhook_deliveries` values, about to be inserted) to this process
+    where their endpoint's lane has room now (no wait: routing goes on): each taken one is
+    marked `delivering` under its group's token in place. The others stay as they are."""
+    by_endpoint: dict[str, list[dict[str, Any]]] = {}
+    for values in deliveries:
+        if rt.registry.endpoint(values["endpoint"]) is not None:
+            by_endpoint.setdefault(values["endpoint"], []).append(values)
+    routed = Routed()
+    for name, group_values in by_endpoint.items():
+        group = _plan(rt, name, [v["id"] for v in group_values], now, wait=0.0)
+        group.over = []  # without room: left pending, for a deliver job
+        if not group.ids:
+            continue
+        routed.groups.append(group)
+        for values in group_values[: len(group.ids)]:
+            values["status"] = DeliveryStatus.DELIVERING
+            values["lease_expires_at"] = group.token
+            routed.rows.append(RoutedRow._make(values.get(f) for f in RoutedRow._fields))
+    return routed
+
+
+def _plan(
+    rt: DeliveryRuntime, name: str, ids: list[str], now: datetime, *, wait: float = ROOM_WAIT
+) -> Group:
     """The group's room in its lane and its lease (the claim token)."""
     config = rt.registry.endpoint(name)
     lane = room = None
     lease = UNKNOWN_ENDPOINT_LEASE
     if config is not None:
         lane = rt.lanes.get(name, config)
-        room = lane.reserve(len(ids), config.timeout, wait=ROOM_WAIT)
+        room = lane.reserve(len(ids), config.timeout, wait=wait)
         lease = room.lease
     # the lease's expiry doubles as the group's claim token: unique to the microsecond
     token = now + timedelta(seconds=lease, microseconds=random.randrange(1_000_000))

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from concurrent.futures import Future
+from typing import Any
 
 from sqlalchemy import select
 
@@ -26,6 +27,8 @@ from hub.core.models import EndpointPause, Tenant, WebhookDelivery
 from hub.core.settings import Settings
 from hub.delivery import pauses
 from hub.delivery.groups import (
+    Group,
+    Routed,
     admit,
     claim,
     defer_over,
@@ -102,6 +105,30 @@ def _deliver_chunk(
         by_endpoint[row.endpoint].append(row.id)
     groups, rows = claim(ctx, rt, by_endpoint, now) if by_endpoint else ([], [])
     counts["skipped"] += sum(len(g.ids) + len(g.over) for g in groups) - len(rows)
+    counts.update(_start(ctx, rt, groups, rows, inactive, pending))
+    return counts
+
+
+def send_routed(ctx: JobContext, routed: Routed) -> Counter[str]:
+    """Send the deliveries `process_events` created already leased (`lease_routed`), right
+    after its commit: no deliver job, no second read of what the routing job just wrote."""
+    pending: list[Future[Counter[str]]] = []
+    counts = _start(ctx, runtime(ctx), routed.groups, routed.rows, set(), pending)
+    counts["sending"] += len(pending)
+    return counts
+
+
+def _start(
+    ctx: JobContext,
+    rt: DeliveryRuntime,
+    groups: list[Group],
+    rows: Sequence[Any],
+    inactive: set[int],
+    pending: list[Future[Counter[str]]],
+) -> Counter[str]:
+    """Prepare the leased rows, admit each group's sends and hand them to its lane; finish at
+    once what does not go (deferred, dead on its configuration)."""
+    counts: Counter[str] = Counter()
     items = {row.id: prepare(ctx, rt, row) for row in rows}
     hold_inactive_tenants(list(items.values()), inactive)
     for group in groups:

@@ -15,9 +15,11 @@ deliveries that already exist, one multi-row insert, one update per outcome.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,6 +27,7 @@ from typing import Any
 import orjson
 from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session
 
 from hub.core import clock, dead_letters, ids, metrics
 from hub.core.context import JobContext, SweepContext
@@ -33,6 +36,7 @@ from hub.core.errors import RedisUnavailable
 from hub.core.models import (
     DeadLetterStage,
     DeliveryStatus,
+    EndpointPause,
     EventStatus,
     IntegrationEvent,
     RetryQueue,
@@ -41,7 +45,9 @@ from hub.core.models import (
 )
 from hub.core.queues import DELIVER, PROCESS_EVENTS, enqueue_ids
 from hub.core.tenants import TenantSettings
-from hub.delivery.jobs import CHUNK  # a deliver job takes as many as it leases at once
+from hub.delivery.groups import Routed, lease_routed
+from hub.delivery.jobs import CHUNK, send_routed  # CHUNK: a deliver job's share of a lease
+from hub.delivery.runtime import runtime
 from hub.ingress.events import JOB_BATCH
 from hub.mapping.engine import RuleSet
 from hub.mapping.live import live_mappings
@@ -60,6 +66,7 @@ class BatchOutcome:
     deliveries: int = 0  # created by this run
     enqueue: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     ids: dict[str, dict[str, Any]] = field(default_factory=dict)  # event id -> log fields
+    routed: Routed = field(default_factory=Routed)  # leased to this process: sent after commit
 
     def counts(self) -> dict[str, int]:
         return {
@@ -70,23 +77,33 @@ class BatchOutcome:
         }
 
 
-def process_events(ctx: JobContext, event_ids: list[str]) -> dict[str, int]:
+def process_events(ctx: JobContext, event_ids: list[str], *, send: bool = False) -> dict[str, int]:
     """Route each event of the batch; idempotent; returns counts by outcome.
 
     The events are leased first (`processing` until `EVENT_LEASE` seconds from now, the expiry
     doubling as this job's claim token): an event leased by a live job is skipped, and the
     events of a job that died go back to the queues when their lease expires
     (`expire_event_leases`).
+
+    With `send` (the worker's job), the new deliveries whose endpoint's lane in this process has
+    room are inserted leased to it and handed to the lane right after the commit: no deliver job
+    and no second read of the rows, and each worker sends what it routed. The rest (no room, a
+    paused endpoint, a deactivated tenant, a delayed route) go the usual way.
     """
     applied = live_mappings(ctx.cache).get(ctx.engine, ctx.redis)
     token = _lease(ctx, event_ids)
+    route = functools.partial(
+        _route_batch, ctx, applied.ruleset, applied.endpoint_ids, event_ids, token, send=send
+    )
     try:
-        outcome = _route_batch(ctx, applied.ruleset, applied.endpoint_ids, event_ids, token)
+        outcome = route()
     except (IntegrityError, OperationalError):
         # another worker routed some of these events at the same time (a duplicate delivery, a
         # deadlock, SQLite's stale snapshot): a second pass in a fresh transaction sees its rows
         log.info("events.retry_batch", extra={"count": len(event_ids)})
-        outcome = _route_batch(ctx, applied.ruleset, applied.endpoint_ids, event_ids, token)
+        outcome = route()
+    if outcome.routed.rows:
+        send_routed(ctx, outcome.routed)
     _enqueue(ctx, outcome.enqueue)
     return outcome.counts()
 
@@ -149,148 +166,199 @@ def _route_batch(
     endpoint_ids: dict[str, int],
     event_ids: list[str],
     token: datetime,
+    *,
+    send: bool = False,
 ) -> BatchOutcome:
     out = BatchOutcome()
-    with ctx.sessions() as session, session.begin():
-        events = session.execute(
-            select(
-                IntegrationEvent.id,
-                IntegrationEvent.tenant_id,
-                IntegrationEvent.source,
-                IntegrationEvent.event_type,
-                IntegrationEvent.payload,
-                IntegrationEvent.correlation_id,
-                IntegrationEvent.created_at,
-                Tenant.timezone,  # the tenant's settings, for date and money functions
-                Tenant.locale,
+    try:
+        with ctx.sessions() as session, session.begin():
+            _route_in(ctx, session, ruleset, endpoint_ids, event_ids, token, send, out)
+    except BaseException:
+        out.routed.release()  # nothing was inserted: the lanes' room is free again
+        raise
+    _log(out)
+    return out
+
+
+def _route_in(
+    ctx: JobContext,
+    session: Session,
+    ruleset: RuleSet,
+    endpoint_ids: dict[str, int],
+    event_ids: list[str],
+    token: datetime,
+    send: bool,
+    out: BatchOutcome,
+) -> None:
+    events = session.execute(
+        select(
+            IntegrationEvent.id,
+            IntegrationEvent.tenant_id,
+            IntegrationEvent.source,
+            IntegrationEvent.event_type,
+            IntegrationEvent.payload,
+            IntegrationEvent.correlation_id,
+            IntegrationEvent.created_at,
+            Tenant.timezone,  # the tenant's settings, for date and money functions
+            Tenant.locale,
+            Tenant.active,
+        )
+        .join(Tenant, Tenant.id == IntegrationEvent.tenant_id)
+        .where(
+            IntegrationEvent.id.in_(event_ids),
+            IntegrationEvent.status == EventStatus.PROCESSING,
+            IntegrationEvent.lease_expires_at == token,
+        )
+    ).all()
+    if not events:
+        return
+    existing = {
+        (row[0], row[1], row[2])
+        for row in session.execute(
+            select(WebhookDelivery.event_id, WebhookDelivery.mapping, WebhookDelivery.route).where(
+                WebhookDelivery.event_id.in_([e.id for e in events])
             )
-            .join(Tenant, Tenant.id == IntegrationEvent.tenant_id)
-            .where(
-                IntegrationEvent.id.in_(event_ids),
-                IntegrationEvent.status == EventStatus.PROCESSING,
-                IntegrationEvent.lease_expires_at == token,
-            )
-        ).all()
-        if not events:
-            return out
-        existing = {
-            (row[0], row[1], row[2])
-            for row in session.execute(
-                select(
-                    WebhookDelivery.event_id, WebhookDelivery.mapping, WebhookDelivery.route
-                ).where(WebhookDelivery.event_id.in_([e.id for e in events]))
-            )
+        )
+    }
+    now = clock.now(ctx.engine)
+    deliveries: list[dict[str, Any]] = []
+    scheduled: list[dict[str, Any]] = []
+    dead: list[dict[str, Any]] = []
+    for event in events:
+        out.ids[event.id] = {
+            "tenant_id": event.tenant_id,
+            "source": event.source,
+            "correlation_id": event.correlation_id,
         }
-        now = clock.now(ctx.engine)
-        deliveries: list[dict[str, Any]] = []
-        scheduled: list[dict[str, Any]] = []
-        dead: list[dict[str, Any]] = []
-        for event in events:
-            out.ids[event.id] = {
-                "tenant_id": event.tenant_id,
-                "source": event.source,
-                "correlation_id": event.correlation_id,
-            }
-            try:
-                payload = _payload(ctx.cipher, event.payload)
-            except ValueError as exc:
-                out.failed[event.id] = str(exc)
-                dead.append(_dead_letter(event, str(exc)))
-                continue
-            evaluation = ruleset.evaluate(
-                event.source,
-                event.event_type,
-                payload,
-                tenant=TenantSettings(event.timezone, event.locale),
-                occurred_at=event.created_at.isoformat(timespec="milliseconds") + "Z",
-            )
-            if evaluation.errors:
-                reason = "; ".join(evaluation.errors)
-                out.failed[event.id] = reason
-                dead.append(_dead_letter(event, reason))
-                continue
-            if not evaluation.planned:
-                out.no_route.append(event.id)
-                continue
-            for planned in evaluation.planned:
-                if (event.id, planned.rule, planned.route) in existing:
-                    continue  # made by an earlier run (a replay): it lives its own life
-                delivery_id = ids.new_id(ids.DELIVERY)
-                due = None
-                if planned.delay:
-                    due = clock.now(ctx.engine) + timedelta(seconds=planned.delay)
-                    scheduled.append(
-                        {
-                            "delivery_id": delivery_id,
-                            "next_retry_at": due,
-                            "attempt": 0,
-                            "reason": f"route delay {planned.delay:g}s",
-                            "created_at": now,
-                        }
-                    )
-                else:
-                    out.enqueue[planned.queue].append(delivery_id)
-                deliveries.append(
+        try:
+            payload = _payload(ctx.cipher, event.payload)
+        except ValueError as exc:
+            out.failed[event.id] = str(exc)
+            dead.append(_dead_letter(event, str(exc)))
+            continue
+        evaluation = ruleset.evaluate(
+            event.source,
+            event.event_type,
+            payload,
+            tenant=TenantSettings(event.timezone, event.locale),
+            occurred_at=event.created_at.isoformat(timespec="milliseconds") + "Z",
+        )
+        if evaluation.errors:
+            reason = "; ".join(evaluation.errors)
+            out.failed[event.id] = reason
+            dead.append(_dead_letter(event, reason))
+            continue
+        if not evaluation.planned:
+            out.no_route.append(event.id)
+            continue
+        for planned in evaluation.planned:
+            if (event.id, planned.rule, planned.route) in existing:
+                continue  # made by an earlier run (a replay): it lives its own life
+            delivery_id = ids.new_id(ids.DELIVERY)
+            due = None
+            if planned.delay:
+                due = clock.now(ctx.engine) + timedelta(seconds=planned.delay)
+                scheduled.append(
                     {
-                        "id": delivery_id,
-                        "event_id": event.id,
-                        "tenant_id": event.tenant_id,
-                        "mapping": planned.rule,
-                        "route": planned.route,
-                        "endpoint": planned.endpoint,
-                        "endpoint_id": endpoint_ids.get(planned.endpoint),
-                        "queue": planned.queue,
-                        "status": DeliveryStatus.PENDING,
-                        "request": ctx.cipher.encrypt(orjson.dumps(planned.request)),
-                        "attempts": 0,
-                        "next_attempt_at": due,
-                        "correlation_id": event.correlation_id,
+                        "delivery_id": delivery_id,
+                        "next_retry_at": due,
+                        "attempt": 0,
+                        "reason": f"route delay {planned.delay:g}s",
                         "created_at": now,
-                        "updated_at": now,
                     }
                 )
-            out.processed.append(event.id)
-        if deliveries:
-            # Core, not the ORM's bulk insert: a fifth less CPU per row
-            session.connection().execute(insert(WebhookDelivery), deliveries)
-            out.deliveries = len(deliveries)
-        if scheduled:
-            session.execute(insert(RetryQueue), scheduled)
-        if dead:
-            dead_letters.create_many(session, dead)
-        for status, event_ids_done in (
-            (EventStatus.PROCESSED, out.processed),
-            (EventStatus.NO_ROUTE, out.no_route),
-        ):
-            if event_ids_done:
-                session.execute(
-                    update(IntegrationEvent)
-                    .where(
-                        IntegrationEvent.id.in_(event_ids_done),
-                        IntegrationEvent.lease_expires_at == token,
-                    )
-                    .values(
-                        status=status,
-                        processed_at=now,
-                        error=None,
-                        lease_expires_at=None,
-                        updated_at=now,
-                    )
-                )
-        for event_id, reason in out.failed.items():
+            else:
+                out.enqueue[planned.queue].append(delivery_id)
+            deliveries.append(
+                {
+                    "id": delivery_id,
+                    "event_id": event.id,
+                    "tenant_id": event.tenant_id,
+                    "mapping": planned.rule,
+                    "route": planned.route,
+                    "endpoint": planned.endpoint,
+                    "endpoint_id": endpoint_ids.get(planned.endpoint),
+                    "queue": planned.queue,
+                    "status": DeliveryStatus.PENDING,
+                    "request": ctx.cipher.encrypt(orjson.dumps(planned.request)),
+                    "attempts": 0,
+                    "next_attempt_at": due,
+                    "lease_expires_at": None,  # or this job's lease (_lease_to_self)
+                    "correlation_id": event.correlation_id,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+        out.processed.append(event.id)
+    if send and deliveries:
+        _lease_to_self(ctx, session, deliveries, events, now, out)
+    if deliveries:
+        # Core, not the ORM's bulk insert: a fifth less CPU per row
+        session.connection().execute(insert(WebhookDelivery), deliveries)
+        out.deliveries = len(deliveries)
+    if scheduled:
+        session.execute(insert(RetryQueue), scheduled)
+    if dead:
+        dead_letters.create_many(session, dead)
+    for status, event_ids_done in (
+        (EventStatus.PROCESSED, out.processed),
+        (EventStatus.NO_ROUTE, out.no_route),
+    ):
+        if event_ids_done:
             session.execute(
                 update(IntegrationEvent)
-                .where(IntegrationEvent.id == event_id, IntegrationEvent.lease_expires_at == token)
+                .where(
+                    IntegrationEvent.id.in_(event_ids_done),
+                    IntegrationEvent.lease_expires_at == token,
+                )
                 .values(
-                    status=EventStatus.FAILED,
+                    status=status,
                     processed_at=now,
-                    error=reason,
+                    error=None,
                     lease_expires_at=None,
                     updated_at=now,
                 )
             )
-    _log(out)
-    return out
+    for event_id, reason in out.failed.items():
+        session.execute(
+            update(IntegrationEvent)
+            .where(IntegrationEvent.id == event_id, IntegrationEvent.lease_expires_at == token)
+            .values(
+                status=EventStatus.FAILED,
+                processed_at=now,
+                error=reason,
+                lease_expires_at=None,
+                updated_at=now,
+            )
+        )
+
+
+def _lease_to_self(
+    ctx: JobContext,
+    session: Session,
+    deliveries: list[dict[str, Any]],
+    events: Sequence[Any],
+    now: datetime,
+    out: BatchOutcome,
+) -> None:
+    """Lease the batch's new deliveries to this process where they can go now (see
+    `process_events`); they leave the ids to enqueue."""
+    held_tenants = {event.tenant_id for event in events if not event.active}
+    paused = set(session.scalars(select(EndpointPause.endpoint)))
+    ready = [
+        values
+        for values in deliveries
+        if values["next_attempt_at"] is None
+        and values["tenant_id"] not in held_tenants
+        and values["endpoint"] not in paused
+    ]
+    rt = runtime(ctx)
+    rt.registry.refresh()
+    rt.secrets.refresh()
+    out.routed = lease_routed(rt, ready, now)
+    leased = {row.id for row in out.routed.rows}
+    for queue, ids_ in out.enqueue.items():
+        out.enqueue[queue] = [i for i in ids_ if i not in leased]
 
 
 def _payload(cipher: Cipher, blob: bytes | None) -> Any:

@@ -30,13 +30,15 @@ from hub.core.models import (
     WebhookEndpoint,
     utcnow,
 )
-from hub.core.queues import DELIVER, PROCESS_EVENTS, SERIALIZER, get_queue
+from hub.core.queues import DELIVER, PROCESS_EVENTS, get_queue
 from hub.core.settings import Settings
 from hub.core.tenants import get_or_create
+from hub.delivery.runtime import RUNTIME_KEY, runtime
 from hub.mapping.apply import apply_mappings
 from hub.mapping.config import load_mappings
 from hub.mapping.routing import process_events
 from hub.ops import tenants
+from tests.delivery.conftest import TargetServer, ZapiStandIn
 from workers.context import WorkerContext
 
 SHIPPED = Path(__file__).resolve().parents[2] / "mappings"
@@ -53,13 +55,16 @@ SERVICE = {
 @pytest.fixture
 def ctx(settings: Settings, engine: Engine, redis: Redis) -> Iterator[WorkerContext]:
     apply_mappings(engine, redis, load_mappings(SHIPPED))
-    yield WorkerContext(
+    ctx = WorkerContext(
         settings=settings,
         engine=engine,
         redis=redis,
         cipher=Cipher("test-secret"),
         sessions=session_factory(engine),
     )
+    yield ctx
+    if RUNTIME_KEY in ctx.cache:  # a job sent deliveries: its lanes' threads and clients
+        ctx.cache.pop(RUNTIME_KEY).close()
 
 
 def store(ctx: WorkerContext, source: str, event_type: str, payload: Any, **extra: Any) -> str:
@@ -261,24 +266,90 @@ def test_when_redis_is_down_the_deliveries_are_left_for_the_sweeper(
     assert due == {row.id for row in rows.values()}
 
 
-def test_the_rq_job_routes_its_batch_in_a_worker(ctx: WorkerContext) -> None:
-    from rq import SimpleWorker
+SIGNING_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
+
+@pytest.fixture
+def targets(monkeypatch: pytest.MonkeyPatch) -> Iterator[TargetServer]:
+    """clinic-1's CRM and marketing endpoints (the shipped mappings) point at a local target,
+    its WhatsApp at a Z-API stand-in."""
+    server, zapi = TargetServer().start(), ZapiStandIn().start()
+    env = {
+        "CLINIC_1_CRM_URL": f"{server.url}/crm",
+        "CLINIC_1_CRM_TOKEN": "Bearer crm-token",
+        "CLINIC_1_CRM_SIGNING_SECRET": SIGNING_SECRET,
+        "CLINIC_1_MARKETING_URL": f"{server.url}/marketing",
+        "CLINIC_1_MARKETING_SIGNING_SECRET": SIGNING_SECRET,
+        "ZAPI_BASE_URL": zapi.url,
+        "CLINIC_1_ZAPI_INSTANCE": zapi.instance,
+        "CLINIC_1_ZAPI_TOKEN": zapi.token,
+        "CLINIC_1_ZAPI_CLIENT_TOKEN": zapi.client_token,
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    yield server
+    server.stop()
+    zapi.stop()
+
+
+def test_the_rq_job_routes_its_batch_and_sends_it_from_its_own_lanes(
+    ctx: WorkerContext, targets: TargetServer
+) -> None:
     from hub.core.queues import enqueue_ids
     from workers import context
+    from workers.worker import HubWorker
 
     event_ids = [store(ctx, "site", "lead.created", LEAD) for _ in range(3)]
     enqueue_ids(ctx.redis, PROCESS_EVENTS, "default", event_ids)
     context.install(ctx)
     try:
-        worker = SimpleWorker(
-            [get_queue(ctx.redis, "default")], connection=ctx.redis, serializer=SERIALIZER
-        )
-        worker.work(burst=True, max_jobs=1)
+        worker = HubWorker([get_queue(ctx.redis, "default")], connection=ctx.redis)
+        worker.work(burst=True, max_jobs=1)  # a burst worker waits for its lanes' sends
     finally:
         context.install(None)
     assert [status(ctx.engine, e).status for e in event_ids] == [EventStatus.PROCESSED] * 3
-    assert len(queued_ids(ctx.redis, "default")) == 6  # crm + marketing per event
+    for queue in ("default", "notifications"):  # no deliver job: the routing job sent them
+        assert queued_ids(ctx.redis, queue) == []
+    sent = sorted(seen.path.split("/")[1] for seen in targets.seen)
+    assert sent == ["crm"] * 3 + ["marketing"] * 3
+    for event_id in event_ids:
+        rows = deliveries(ctx.engine, event_id)
+        assert sorted(rows) == ["auto-reply", "crm", "marketing"]
+        assert {(r.status, r.attempts) for r in rows.values()} == {(DeliveryStatus.DELIVERED, 1)}
+
+
+def test_where_a_lane_is_full_or_an_endpoint_paused_the_deliveries_wait_for_a_deliver_job(
+    ctx: WorkerContext, targets: TargetServer
+) -> None:
+    from hub.delivery import pauses
+
+    rt = runtime(ctx)
+    rt.registry.refresh()
+    crm = rt.registry.endpoint("crm")
+    assert crm is not None
+    lane = rt.lanes.get("crm", crm)
+    full = lane.reserve(lane.capacity, crm.timeout)  # the CRM's lane is busy with other sends
+    try:
+        first = store(ctx, "site", "lead.created", LEAD)
+        assert process_events(ctx, [first], send=True)["processed"] == 1
+        rt.drain(10)
+        rows = deliveries(ctx.engine, first)
+        assert rows["crm"].status == DeliveryStatus.PENDING  # left for a deliver job
+        assert rows["marketing"].status == DeliveryStatus.DELIVERED
+        assert queued_ids(ctx.redis, "default") == [rows["crm"].id]
+        assert lane.busy == full.taken  # the routing job took no room it did not use
+
+        pauses.pause(ctx.engine, "marketing")
+        second = store(ctx, "site", "lead.created", LEAD)
+        assert process_events(ctx, [second], send=True)["processed"] == 1
+        rt.drain(10)
+        rows = deliveries(ctx.engine, second)
+        assert rows["crm"].status == rows["marketing"].status == DeliveryStatus.PENDING
+        assert rows["auto-reply"].status == DeliveryStatus.DELIVERED
+        sent = [seen.path.split("/")[1] for seen in targets.seen]
+        assert sent == ["marketing"]  # the first event's only
+    finally:
+        lane.release(full.taken)
 
 
 def test_a_worker_racing_on_the_same_event_leaves_one_delivery_per_route(
@@ -350,7 +421,7 @@ def test_an_event_leased_by_a_live_job_is_skipped_and_one_whose_job_died_is_hand
 
 
 def test_a_mapping_job_that_failed_on_a_database_cut_runs_again(
-    ctx: WorkerContext, settings: Settings
+    ctx: WorkerContext, settings: Settings, targets: TargetServer
 ) -> None:
     from hub.core.db import create_db_engine
     from hub.core.queues import enqueue_ids, requeue_failed_jobs
