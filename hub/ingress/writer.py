@@ -4,8 +4,9 @@ Concurrent requests put their event on an asyncio queue; a writer takes whatever
 to `MAX_BATCH` rows or `MAX_BATCH_BYTES`), commits it in one transaction in a worker thread
 (`hub.ingress.events.store_events`), and answers each request only after that commit. Committed
 new events go to an enqueuer that sends one `process_events` job per batch of ids to each queue
-(at most one enqueue per `ENQUEUE_LINGER`: under load a job carries more events, and a worker's
-cost is mostly per job);
+(while the queue still holds a job no worker has taken, at most one enqueue per `ENQUEUE_LINGER`:
+under load a job carries more events, and a worker's cost is mostly per job; idle workers get
+each batch at once);
 the next group commit marks them `queued` in its own transaction (or the enqueuer does, after
 `MARK_DELAY` without one), so a busy web process spends one transaction per batch, not two. If
 Redis is down they stay `received`, and the sweeper's relay (`hub.ingress.relay`) enqueues them
@@ -21,10 +22,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from redis import Redis
+from redis.exceptions import RedisError
 from sqlalchemy import Engine
 
 from hub.core.errors import DatabaseUnavailable, HubError, RedisUnavailable
 from hub.core.outages import Outage
+from hub.core.queues import get_queue
 from hub.ingress.events import NewEvent, Stored, enqueue_events, mark_queued, store_events
 
 log = logging.getLogger("hub.ingress.writer")
@@ -46,11 +49,13 @@ class EventWriter:
         *,
         max_batch: int = MAX_BATCH,
         writers: int = WRITERS,
+        linger: float = ENQUEUE_LINGER,
     ) -> None:
         self.engine = engine
         self.redis = redis
         self.max_batch = max_batch
         self.writers = writers
+        self.linger = linger
         self._pending: asyncio.Queue[tuple[NewEvent, asyncio.Future[Stored]]] = asyncio.Queue()
         self._to_enqueue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._executor = ThreadPoolExecutor(writers + 1, thread_name_prefix="hub-events")
@@ -127,10 +132,11 @@ class EventWriter:
                     continue
             else:
                 first = await self._to_enqueue.get()
-            # right after an enqueue, wait out the linger: the next job carries more events
-            # (a worker's cost is per job); an event after a quiet spell goes at once
-            linger = self._last_enqueue + ENQUEUE_LINGER - time.monotonic()
-            if linger > 0:
+            # right after an enqueue, while the workers have not taken that job yet, wait out
+            # the linger: the next job carries more events (a worker's cost is per job); when
+            # they are idle, or after a quiet spell, the events go at once
+            linger = self._last_enqueue + self.linger - time.monotonic()
+            if linger > 0 and await loop.run_in_executor(self._executor, self._backlog, first[1]):
                 await asyncio.sleep(linger)
             batch = [first]
             while not self._to_enqueue.empty():
@@ -152,6 +158,14 @@ class EventWriter:
             finally:
                 for _ in batch:
                     self._to_enqueue.task_done()
+
+    def _backlog(self, queue: str) -> bool:
+        """Whether `queue` holds a job no worker has taken yet (and if Redis cannot say)."""
+        assert self.redis is not None
+        try:
+            return bool(self.redis.llen(get_queue(self.redis, queue).key))
+        except RedisError:
+            return True  # the enqueue that follows finds the outage
 
     async def _mark_alone(self) -> None:
         marks, self._marks = self._marks, []

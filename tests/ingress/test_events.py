@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import datetime, timedelta
 
 import pytest
@@ -159,6 +160,46 @@ def test_events_left_unmarked_when_traffic_stops_are_marked_queued_by_the_enqueu
     statuses = asyncio.run(scenario())
     assert len(statuses) == 20
     assert set(statuses) == {EventStatus.QUEUED}, statuses
+
+
+def test_events_linger_for_a_shared_job_only_while_the_last_job_waits_for_a_worker(
+    engine: Engine, redis: Redis, tenant_id: int
+) -> None:
+    """No worker takes the jobs here: after the first, each event finds one waiting, so the
+    events stored one after another share a job, sent once the linger is over (a worker's cost
+    is per job); once a worker has taken the last job, the next event goes at once."""
+    queue = get_queue(redis, "default")
+    linger = 2.0
+
+    async def enqueued(count: int) -> tuple[list[list[str]], float]:
+        """The queue's jobs once they carry `count` events, and how long that took."""
+        began = time.monotonic()
+        while True:
+            jobs = [job.args[0] for job in queue.jobs]
+            if sum(map(len, jobs)) >= count:
+                return jobs, time.monotonic() - began
+            assert time.monotonic() - began < 10, f"{count} events not enqueued: {jobs}"
+            await asyncio.sleep(0.01)
+
+    async def scenario() -> tuple[list[list[str]], list[list[str]], float]:
+        writer = await EventWriter(engine, redis, linger=linger).start()
+        try:
+            await writer.store(new(tenant_id, "first"))
+            await enqueued(1)
+            for i in range(5):  # one commit each, while the first job waits
+                await writer.store(new(tenant_id, f"busy{i}"))
+            busy, _ = await enqueued(6)
+            queue.empty()  # a worker took them all, within the linger of the last enqueue
+            await writer.store(new(tenant_id, "idle"))
+            idle, waited = await enqueued(1)
+            return busy, idle, waited
+        finally:
+            await writer.stop()
+
+    busy, idle, waited = asyncio.run(scenario())
+    assert [len(ids) for ids in busy] == [1, 5]
+    assert [len(ids) for ids in idle] == [1]
+    assert waited < linger / 2, f"the idle queue's event waited {waited:.2f}s"
 
 
 def test_mark_queued_never_moves_an_event_backwards(engine: Engine, tenant_id: int) -> None:
