@@ -72,7 +72,10 @@ class OutgoingRequest:
 
     @classmethod
     def from_json(cls, raw: bytes) -> OutgoingRequest:
-        data = orjson.loads(raw)
+        return cls.from_dict(orjson.loads(raw))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> OutgoingRequest:
         return cls(
             body=data.get("body"),
             method=data.get("method"),

@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, NamedTuple, cast
+from typing import Any, cast
 
 from redis.exceptions import RedisError
 from sqlalchemy import and_, or_, select, update
@@ -121,39 +121,31 @@ def claim(
     return groups, rows
 
 
-class RoutedRow(NamedTuple):
-    """A delivery as `process_events` inserted it, leased: what `prepare` reads of a row."""
-
-    id: str
-    event_id: str
-    tenant_id: int
-    endpoint: str
-    queue: str
-    attempts: int
-    correlation_id: str | None
-    last_error: str | None
-    request: bytes | None
-
-
 @dataclass
 class Routed:
     """Deliveries a routing job inserts leased to itself, to send once its commit is done."""
 
     groups: list[Group] = field(default_factory=list)
-    rows: list[RoutedRow] = field(default_factory=list)
+    items: list[Item] = field(default_factory=list)
 
     def release(self) -> None:
         """The insert did not commit: give the lanes back their room."""
         for group in self.groups:
             if group.lane is not None and group.room is not None:
                 group.lane.release(group.room.taken)
-        self.groups, self.rows = [], []
+        self.groups, self.items = [], []
 
 
-def lease_routed(rt: DeliveryRuntime, deliveries: list[dict[str, Any]], now: datetime) -> Routed:
-    """Lease new deliveries (`webhook_deliveries` values, about to be inserted) to this process
-    where their endpoint's lane has room now (no wait: routing goes on): each taken one is
-    marked `delivering` under its group's token in place. The others stay as they are."""
+def lease_routed(
+    rt: DeliveryRuntime,
+    deliveries: list[dict[str, Any]],
+    requests: dict[str, dict[str, Any]],
+    now: datetime,
+) -> Routed:
+    """Lease new deliveries (`webhook_deliveries` values, about to be inserted; `requests`:
+    each one's request as the route built it) to this process where their endpoint's lane has
+    room now (no wait: routing goes on): each taken one is marked `delivering` under its
+    group's token in place, and becomes an item ready to send. The others stay as they are."""
     by_endpoint: dict[str, list[dict[str, Any]]] = {}
     for values in deliveries:
         if rt.registry.endpoint(values["endpoint"]) is not None:
@@ -168,7 +160,19 @@ def lease_routed(rt: DeliveryRuntime, deliveries: list[dict[str, Any]], now: dat
         for values in group_values[: len(group.ids)]:
             values["status"] = DeliveryStatus.DELIVERING
             values["lease_expires_at"] = group.token
-            routed.rows.append(RoutedRow._make(values.get(f) for f in RoutedRow._fields))
+            routed.items.append(
+                Item(
+                    id=values["id"],
+                    event_id=values["event_id"],
+                    tenant_id=values["tenant_id"],
+                    endpoint=name,
+                    queue=values["queue"],
+                    attempts=0,
+                    correlation_id=values["correlation_id"],
+                    config=group.config,
+                    request=OutgoingRequest.from_dict(requests[values["id"]]),
+                )
+            )
     return routed
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from concurrent.futures import Future
-from typing import Any
 
 from sqlalchemy import select
 
@@ -38,7 +37,7 @@ from hub.delivery.groups import (
     takeable,
 )
 from hub.delivery.lanes import margin
-from hub.delivery.outcomes import finish_safely
+from hub.delivery.outcomes import Item, finish_safely
 from hub.delivery.runtime import DeliveryRuntime, runtime
 
 CHUNK = 100  # deliveries leased and sent together
@@ -105,7 +104,8 @@ def _deliver_chunk(
         by_endpoint[row.endpoint].append(row.id)
     groups, rows = claim(ctx, rt, by_endpoint, now) if by_endpoint else ([], [])
     counts["skipped"] += sum(len(g.ids) + len(g.over) for g in groups) - len(rows)
-    counts.update(_start(ctx, rt, groups, rows, inactive, pending))
+    items = {row.id: prepare(ctx, rt, row) for row in rows}
+    counts.update(_start(ctx, rt, groups, items, inactive, pending))
     return counts
 
 
@@ -113,7 +113,8 @@ def send_routed(ctx: JobContext, routed: Routed) -> Counter[str]:
     """Send the deliveries `process_events` created already leased (`lease_routed`), right
     after its commit: no deliver job, no second read of what the routing job just wrote."""
     pending: list[Future[Counter[str]]] = []
-    counts = _start(ctx, runtime(ctx), routed.groups, routed.rows, set(), pending)
+    items = {item.id: item for item in routed.items}
+    counts = _start(ctx, runtime(ctx), routed.groups, items, set(), pending)
     counts["sending"] += len(pending)
     return counts
 
@@ -122,14 +123,13 @@ def _start(
     ctx: JobContext,
     rt: DeliveryRuntime,
     groups: list[Group],
-    rows: Sequence[Any],
+    items: dict[str, Item],
     inactive: set[int],
     pending: list[Future[Counter[str]]],
 ) -> Counter[str]:
-    """Prepare the leased rows, admit each group's sends and hand them to its lane; finish at
-    once what does not go (deferred, dead on its configuration)."""
+    """Admit each group's sends of the leased items and hand them to its lane; finish at once
+    what does not go (deferred, dead on its configuration)."""
     counts: Counter[str] = Counter()
-    items = {row.id: prepare(ctx, rt, row) for row in rows}
     hold_inactive_tenants(list(items.values()), inactive)
     for group in groups:
         group.items = [items[i] for i in group.ids + group.over if i in items]

@@ -102,7 +102,7 @@ def process_events(ctx: JobContext, event_ids: list[str], *, send: bool = False)
         # deadlock, SQLite's stale snapshot): a second pass in a fresh transaction sees its rows
         log.info("events.retry_batch", extra={"count": len(event_ids)})
         outcome = route()
-    if outcome.routed.rows:
+    if outcome.routed.items:
         send_routed(ctx, outcome.routed)
     _enqueue(ctx, outcome.enqueue)
     return outcome.counts()
@@ -222,6 +222,7 @@ def _route_in(
     }
     now = clock.now(ctx.engine)
     deliveries: list[dict[str, Any]] = []
+    requests: dict[str, dict[str, Any]] = {}  # delivery id -> its request, to send it from here
     scheduled: list[dict[str, Any]] = []
     dead: list[dict[str, Any]] = []
     for event in events:
@@ -269,6 +270,7 @@ def _route_in(
                 )
             else:
                 out.enqueue[planned.queue].append(delivery_id)
+                requests[delivery_id] = planned.request
             deliveries.append(
                 {
                     "id": delivery_id,
@@ -291,7 +293,7 @@ def _route_in(
             )
         out.processed.append(event.id)
     if send and deliveries:
-        _lease_to_self(ctx, session, deliveries, events, now, out)
+        _lease_to_self(ctx, session, deliveries, requests, events, now, out)
     if deliveries:
         # Core, not the ORM's bulk insert: a fifth less CPU per row
         session.connection().execute(insert(WebhookDelivery), deliveries)
@@ -337,6 +339,7 @@ def _lease_to_self(
     ctx: JobContext,
     session: Session,
     deliveries: list[dict[str, Any]],
+    requests: dict[str, dict[str, Any]],
     events: Sequence[Any],
     now: datetime,
     out: BatchOutcome,
@@ -348,15 +351,15 @@ def _lease_to_self(
     ready = [
         values
         for values in deliveries
-        if values["next_attempt_at"] is None
+        if values["id"] in requests  # not delayed
         and values["tenant_id"] not in held_tenants
         and values["endpoint"] not in paused
     ]
     rt = runtime(ctx)
     rt.registry.refresh()
     rt.secrets.refresh()
-    out.routed = lease_routed(rt, ready, now)
-    leased = {row.id for row in out.routed.rows}
+    out.routed = lease_routed(rt, ready, requests, now)
+    leased = {item.id for item in out.routed.items}
     for queue, ids_ in out.enqueue.items():
         out.enqueue[queue] = [i for i in ids_ if i not in leased]
 

@@ -157,6 +157,25 @@ class ZapiStandIn(TargetServer):
         return JSONResponse({"zaapId": "Z1", "messageId": "M1", "id": "M1"})
 
 
+SIGNING_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def clinic_env(crm_url: str, marketing_url: str, zapi: ZapiStandIn) -> dict[str, str]:
+    """The variables the shipped mappings read for tenant clinic-1: its CRM and marketing
+    endpoints (signed with SIGNING_SECRET) at these URLs, its WhatsApp at the Z-API stand-in."""
+    return {
+        "CLINIC_1_CRM_URL": crm_url,
+        "CLINIC_1_CRM_TOKEN": "Bearer crm-token",
+        "CLINIC_1_CRM_SIGNING_SECRET": SIGNING_SECRET,
+        "CLINIC_1_MARKETING_URL": marketing_url,
+        "CLINIC_1_MARKETING_SIGNING_SECRET": SIGNING_SECRET,
+        "ZAPI_BASE_URL": zapi.url,
+        "CLINIC_1_ZAPI_INSTANCE": zapi.instance,
+        "CLINIC_1_ZAPI_TOKEN": zapi.token,
+        "CLINIC_1_ZAPI_CLIENT_TOKEN": zapi.client_token,
+    }
+
+
 @pytest.fixture
 def zapi() -> Iterator[ZapiStandIn]:
     server = ZapiStandIn().start()

@@ -16,11 +16,10 @@ from hub.core.tenants import get_or_create
 from hub.mapping.apply import apply_mappings
 from hub.mapping.config import load_mappings
 from tests.conftest import ROOT
-from tests.delivery.conftest import TargetServer, ZapiStandIn
+from tests.delivery.conftest import SIGNING_SECRET, TargetServer, ZapiStandIn, clinic_env
 from workers.context import WorkerContext
 from workers.worker import HubWorker
 
-SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 LEAD = {"type": "lead.created", "name": "Ana", "phone": "(11) 91234-5678"}
 
 
@@ -31,17 +30,7 @@ def test_a_lead_reaches_the_crm_signed_marketing_and_whatsapp(
     zapi: ZapiStandIn,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    env = {
-        "CLINIC_1_CRM_URL": target.url,
-        "CLINIC_1_CRM_TOKEN": "Bearer crm-token",
-        "CLINIC_1_CRM_SIGNING_SECRET": SECRET,
-        "CLINIC_1_MARKETING_URL": target.url + "/mkt",
-        "CLINIC_1_MARKETING_SIGNING_SECRET": SECRET,
-        "ZAPI_BASE_URL": zapi.url,
-        "CLINIC_1_ZAPI_INSTANCE": zapi.instance,
-        "CLINIC_1_ZAPI_TOKEN": zapi.token,
-        "CLINIC_1_ZAPI_CLIENT_TOKEN": zapi.client_token,
-    }
+    env = clinic_env(target.url, target.url + "/mkt", zapi)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     apply_mappings(ctx.engine, redis, load_mappings(ROOT / "mappings"))
@@ -78,9 +67,9 @@ def test_a_lead_reaches_the_crm_signed_marketing_and_whatsapp(
     crm = by_path["/leads"]
     assert crm.headers["authorization"] == "Bearer crm-token"
     assert crm.headers["x-correlation-id"] == "corr-lead-1"
-    assert Webhook(SECRET).verify(crm.body, crm.headers)["phone"] == "+5511912345678"
+    assert Webhook(SIGNING_SECRET).verify(crm.body, crm.headers)["phone"] == "+5511912345678"
     marketing = by_path["/mkt/campaigns/assign"]
-    assert set(Webhook(SECRET).verify(marketing.body, marketing.headers)) == {
+    assert set(Webhook(SIGNING_SECRET).verify(marketing.body, marketing.headers)) == {
         "lead",
         "campaign",
         "channel",

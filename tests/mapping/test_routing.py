@@ -38,7 +38,7 @@ from hub.mapping.apply import apply_mappings
 from hub.mapping.config import load_mappings
 from hub.mapping.routing import process_events
 from hub.ops import tenants
-from tests.delivery.conftest import TargetServer, ZapiStandIn
+from tests.delivery.conftest import TargetServer, ZapiStandIn, clinic_env
 from workers.context import WorkerContext
 
 SHIPPED = Path(__file__).resolve().parents[2] / "mappings"
@@ -266,25 +266,12 @@ def test_when_redis_is_down_the_deliveries_are_left_for_the_sweeper(
     assert due == {row.id for row in rows.values()}
 
 
-SIGNING_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-
-
 @pytest.fixture
 def targets(monkeypatch: pytest.MonkeyPatch) -> Iterator[TargetServer]:
     """clinic-1's CRM and marketing endpoints (the shipped mappings) point at a local target,
     its WhatsApp at a Z-API stand-in."""
     server, zapi = TargetServer().start(), ZapiStandIn().start()
-    env = {
-        "CLINIC_1_CRM_URL": f"{server.url}/crm",
-        "CLINIC_1_CRM_TOKEN": "Bearer crm-token",
-        "CLINIC_1_CRM_SIGNING_SECRET": SIGNING_SECRET,
-        "CLINIC_1_MARKETING_URL": f"{server.url}/marketing",
-        "CLINIC_1_MARKETING_SIGNING_SECRET": SIGNING_SECRET,
-        "ZAPI_BASE_URL": zapi.url,
-        "CLINIC_1_ZAPI_INSTANCE": zapi.instance,
-        "CLINIC_1_ZAPI_TOKEN": zapi.token,
-        "CLINIC_1_ZAPI_CLIENT_TOKEN": zapi.client_token,
-    }
+    env = clinic_env(f"{server.url}/crm", f"{server.url}/marketing", zapi)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     yield server
