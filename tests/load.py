@@ -16,8 +16,8 @@ balancer would, so a lead stored by a host that died before answering is answere
 `Account` reads back from the database and the target's log: which accepted events have every
 delivery delivered and seen by the target (the others are lost), and each `webhook-id` the target
 saw more than once, with the attempts that explain it: a duplicate is explained when the
-delivery was in flight at a failure (`in_flight`, the ids `delivering` at a kill or a cut) and its
-lost attempt is on record (`lease_expired`, one per extra copy).
+delivery was in flight at a failure (`in_flight`, the ids `delivering` at a kill or during a
+cut) and its lost attempt is on record (`lease_expired`, one per extra copy).
 """
 
 from __future__ import annotations

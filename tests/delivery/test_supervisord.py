@@ -293,6 +293,15 @@ def test_under_supervisord_outages_and_worker_kills_stop_no_program_and_lose_no_
             wait_for(lambda: bool(delivering(ctx.engine)), 30, "a delivery in flight")
             return delivering(ctx.engine)
 
+        def watch_in_flight(seconds: float) -> set[str]:
+            """Every delivery in flight at some point of the next `seconds`."""
+            seen: set[str] = set()
+            until = time.monotonic() + seconds
+            while time.monotonic() < until:
+                seen |= delivering(ctx.engine)
+                time.sleep(0.2)
+            return seen
+
         # a storm of worker kills; supervisord restarts each
         wait_for(lambda: len(target.seen) >= 20, 60, "deliveries under way")
         killed: list[int] = []
@@ -307,6 +316,7 @@ def test_under_supervisord_outages_and_worker_kills_stop_no_program_and_lose_no_
             in_flight |= a_send_in_flight()
             os.kill(pid, signal.SIGKILL)
             killed.append(pid)
+            in_flight |= delivering(ctx.engine)  # what it leased since: frozen by the kill
             time.sleep(1.0)
         drained(time.monotonic(), f"after the last of {len(KILLS)} kills")
 
@@ -318,10 +328,11 @@ def test_under_supervisord_outages_and_worker_kills_stop_no_program_and_lose_no_
             before = all_running()  # the last killed worker may still be STARTING
             in_flight |= a_send_in_flight()  # a job in hand at the cut
             proxy.cut()
-            time.sleep(CUT_SECONDS)
+            in_flight |= watch_in_flight(CUT_SECONDS)  # jobs in hand go on leasing for a while
             during = supervisor.status()
             proxy.restore()
             restored = time.monotonic()
+            in_flight |= delivering(ctx.engine)  # held through the cut
             drained(restored, f"after {name} came back from a {CUT_SECONDS:.0f}s cut")
             after = supervisor.status()
             assert during == before == after, (
