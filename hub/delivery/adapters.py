@@ -1,15 +1,16 @@
 """Adapters: the one place a delivery leaves hub, behind `Adapter.send(request, endpoint, ...)`.
 
-- webhook: HTTP on an `httpx.Client` per endpoint and sending thread (keep-alive), signed per
-  Standard Webhooks (`webhook-id` = the delivery id, the same on every retry);
+- webhook: HTTP on urllib3 with a kept-alive connection per sending thread (hub.delivery.senders),
+  signed per Standard Webhooks (`webhook-id` = the delivery id, the same on every retry);
 - zapi: Z-API's `POST {base}/instances/{instance}/token/{token}/send-text` with `Client-Token`;
 - email: SMTP (smtplib), STARTTLS and login when configured.
 
 The other kinds live in their own modules (whatsapp_cloud, amqp, calendar); hub.delivery.kinds
 holds one adapter per kind for a process. Each returns an `Outcome`: delivered, retry (worth
 another attempt) or dead (permanent), with the status code, a short excerpt of the answer and an
-error class. Only the adapters catch `httpx.*`, `smtplib.*` and `pika.*` exceptions; none raises
-for a failed send.
+error class. Only the adapters catch `urllib3.*`, `httpx.*`, `smtplib.*` and `pika.*`
+exceptions; none raises for a failed send. `ClientPool` keeps the httpx clients of the Calendar
+adapter, whose OAuth client is built on httpx.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any, Protocol
 
 import httpx
 import orjson
+import urllib3
 
 from hub.core import envrefs
 from hub.core.errors import ConfigError, EgressRefused
@@ -33,10 +35,9 @@ from hub.core.signing import sign_standard_webhooks, signing_key
 from hub.delivery.egress import EgressPolicy, GuardedBackend
 from hub.delivery.endpoints import EndpointConfig
 from hub.delivery.retry import RETRY_AFTER_STATUS, is_retryable_status, parse_retry_after
+from hub.delivery.senders import USER_AGENT, Answer, Senders, tls_context
 
 EXCERPT_CHARS = 200
-MAX_RESPONSE_BYTES = 64 * 1024  # read at most this much of an answer
-USER_AGENT = "hub-webhooks/0.1"
 
 
 class Verdict(enum.StrEnum):
@@ -154,6 +155,24 @@ def transport_failure(exc: httpx.HTTPError) -> Outcome:
     )
 
 
+def send_failure(exc: urllib3.exceptions.HTTPError) -> Outcome:
+    """A send on urllib3 that got no answer."""
+    timed_out = isinstance(exc, urllib3.exceptions.TimeoutError)
+    if timed_out and not isinstance(exc, urllib3.exceptions.NewConnectionError):  # a subclass
+        return Outcome(
+            Verdict.RETRY, error_class="timeout", error=f"timeout ({type(exc).__name__})"
+        )
+    if isinstance(exc, urllib3.exceptions.LocationValueError | urllib3.exceptions.URLSchemeUnknown):
+        # not str(exc): it may quote the URL, and a Z-API URL carries its token
+        return Outcome(Verdict.DEAD, error_class="invalid_url", error=type(exc).__name__)
+    reason = exc.__cause__ or exc  # the socket's or TLS's own error, without the pool's name
+    return Outcome(
+        Verdict.RETRY,
+        error_class="connection_error",
+        error=f"{type(reason).__name__}: {str(reason)[:160]}",
+    )
+
+
 def egress_failure(exc: EgressRefused) -> Outcome:
     """The target's address is closed to deliveries: permanent until the policy changes."""
     return Outcome(Verdict.DEAD, error_class="egress_refused", error=exc.message[:200])
@@ -164,15 +183,15 @@ def config_failure(exc: ConfigError) -> Outcome:
 
 
 class ClientPool:
-    """An `httpx.Client` per endpoint and sending thread in this process, kept across jobs.
+    """An `httpx.Client` per endpoint and sending thread in this process, kept across jobs (the
+    Calendar adapter's; the other HTTP kinds send on hub.delivery.senders).
 
     A send is synchronous on its thread, so one client per thread needs one connection, kept
     alive for that thread's next send. One client shared by an endpoint's lane of threads
     costs more than the sends: httpcore's pool looks at each of its connections (a poll per
-    connection) for every request and every response closed, under one lock, which took a
-    fifth of a worker's time at 32 sends in flight. The clients share one TLS context and the
-    egress-guarded network backend; a client whose thread has ended is closed when the next is
-    made.
+    connection) for every request and every response closed, under one lock. The clients share
+    one TLS context and the egress-guarded network backend; a client whose thread has ended is
+    closed when the next is made.
     """
 
     def __init__(self, max_connections: int = 100, egress: EgressPolicy | None = None) -> None:
@@ -196,7 +215,7 @@ class ClientPool:
     def _new(self, endpoint: str, timeout: float) -> httpx.Client:
         with self._lock:
             if self._tls is None:
-                self._tls = httpx.create_ssl_context()  # loading the CA bundle takes a while
+                self._tls = tls_context()  # loading the CA bundle takes a while
             transport = httpx.HTTPTransport(verify=self._tls, limits=self._limits)
             # connect only where the egress policy allows (httpx has no parameter for
             # httpcore's network backend; the pool's is replaced before any request)
@@ -229,27 +248,24 @@ class ClientPool:
 
 
 def send_http(
-    client: httpx.Client, method: str, url: str, headers: dict[str, str], body: bytes
-) -> tuple[int, str | None, str | None]:
-    """(status, excerpt, Retry-After) reading at most MAX_RESPONSE_BYTES of the answer."""
-    with client.stream(method, url, headers=headers, content=body) as response:
-        chunks: list[bytes] = []
-        size = 0
-        for chunk in response.iter_bytes():
-            chunks.append(chunk)
-            size += len(chunk)
-            if size >= MAX_RESPONSE_BYTES:
-                break
-        text = b"".join(chunks)[:MAX_RESPONSE_BYTES].decode("utf-8", "replace")
-        return response.status_code, text, response.headers.get("retry-after")
+    senders: Senders, method: str, url: str, headers: dict[str, str], body: bytes, timeout: float
+) -> Answer | Outcome:
+    """The answer, or the outcome of a send that got none (no connection, timeout, refused by
+    the egress policy)."""
+    try:
+        return senders.send(method, url, headers, body, timeout)
+    except urllib3.exceptions.HTTPError as exc:
+        return send_failure(exc)
+    except EgressRefused as exc:
+        return egress_failure(exc)
 
 
 # -- webhook --------------------------------------------------------------------------------------
 
 
 class WebhookAdapter:
-    def __init__(self, clients: ClientPool) -> None:
-        self.clients = clients
+    def __init__(self, senders: Senders) -> None:
+        self.senders = senders
 
     def send(self, request: OutgoingRequest, endpoint: Target, delivery: DeliveryRef) -> Outcome:
         config = endpoint.config
@@ -274,15 +290,10 @@ class WebhookAdapter:
         if delivery.correlation_id:
             headers["X-Correlation-Id"] = delivery.correlation_id
         method = (request.method or config.method).upper()
-        try:
-            status, text, retry_after = send_http(
-                self.clients.get(endpoint.name, config.timeout), method, url, headers, body
-            )
-        except httpx.HTTPError as exc:
-            return transport_failure(exc)
-        except EgressRefused as exc:
-            return egress_failure(exc)
-        return http_outcome(status, clip(text), retry_after)
+        answer = send_http(self.senders, method, url, headers, body, config.timeout)
+        if isinstance(answer, Outcome):
+            return answer
+        return http_outcome(answer.status, clip(answer.text), answer.retry_after)
 
 
 def join_url(base: str, path: str | None) -> str:
@@ -298,8 +309,8 @@ ZAPI_TRANSIENT = ("not connected", "restore the session", "timeout on send", "er
 
 
 class ZapiAdapter:
-    def __init__(self, clients: ClientPool) -> None:
-        self.clients = clients
+    def __init__(self, senders: Senders) -> None:
+        self.senders = senders
 
     def send(self, request: OutgoingRequest, endpoint: Target, delivery: DeliveryRef) -> Outcome:
         config = endpoint.config
@@ -322,15 +333,10 @@ class ZapiAdapter:
         if delivery.correlation_id:
             headers["X-Correlation-Id"] = delivery.correlation_id
         payload = orjson.dumps({"phone": str(body["phone"]), "message": str(body["message"])})
-        try:
-            status, text, retry_after = send_http(
-                self.clients.get(endpoint.name, config.timeout), "POST", url, headers, payload
-            )
-        except httpx.HTTPError as exc:
-            return transport_failure(exc)
-        except EgressRefused as exc:
-            return egress_failure(exc)
-        return classify_zapi(status, text, retry_after)
+        answer = send_http(self.senders, "POST", url, headers, payload, config.timeout)
+        if isinstance(answer, Outcome):
+            return answer
+        return classify_zapi(answer.status, answer.text, answer.retry_after)
 
 
 def classify_zapi(status: int, text: str | None, retry_after: str | None = None) -> Outcome:

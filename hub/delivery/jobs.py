@@ -139,7 +139,8 @@ def _start(
             defer_over(group, over, group.room.wait)
         if group.lane is not None and group.room is not None:
             group.lane.release(group.room.taken - len(to_send))
-        now_done = [item for item in group.items if item not in to_send]
+        sending = {item.id for item in to_send}
+        now_done = [item for item in group.items if item.id not in sending]
         if now_done:
             counts.update(finish_safely(ctx, now_done, group.token))
         if to_send:

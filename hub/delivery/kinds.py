@@ -16,11 +16,12 @@ from hub.delivery.adapters import Adapter, ClientPool, EmailAdapter, WebhookAdap
 from hub.delivery.amqp import AmqpAdapter
 from hub.delivery.calendar import CalendarAdapter
 from hub.delivery.egress import EgressPolicy
+from hub.delivery.senders import Senders
 from hub.delivery.whatsapp_cloud import WhatsAppCloudAdapter
 
 
 class Adapters:
-    """The adapters of one process, sharing its pooled HTTP clients."""
+    """The adapters of one process, sharing its kept-alive HTTP connections."""
 
     def __init__(
         self,
@@ -30,13 +31,14 @@ class Adapters:
         redis: Redis | None = None,
         egress: EgressPolicy | None = None,
     ) -> None:
-        self.clients = ClientPool(max_connections, egress)
+        self.senders = Senders(egress)  # webhook, zapi, whatsapp_cloud: urllib3
+        self.clients = ClientPool(max_connections, egress)  # google_calendar: httpx (authlib)
         self.amqp = AmqpAdapter()
         self._by_kind: dict[EndpointKind, Adapter] = {
-            EndpointKind.WEBHOOK: WebhookAdapter(self.clients),
-            EndpointKind.ZAPI: ZapiAdapter(self.clients),
+            EndpointKind.WEBHOOK: WebhookAdapter(self.senders),
+            EndpointKind.ZAPI: ZapiAdapter(self.senders),
             EndpointKind.EMAIL: EmailAdapter(egress),
-            EndpointKind.WHATSAPP_CLOUD: WhatsAppCloudAdapter(self.clients),
+            EndpointKind.WHATSAPP_CLOUD: WhatsAppCloudAdapter(self.senders),
             EndpointKind.AMQP: self.amqp,
             EndpointKind.GOOGLE_CALENDAR: CalendarAdapter(self.clients, engine, redis),
         }
@@ -45,5 +47,6 @@ class Adapters:
         return self._by_kind[kind]
 
     def close(self) -> None:
+        self.senders.close()
         self.clients.close()
         self.amqp.close()

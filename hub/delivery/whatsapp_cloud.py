@@ -19,12 +19,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 import orjson
 
 from hub.core.errors import ConfigError
 from hub.delivery.adapters import (
-    ClientPool,
     DeliveryRef,
     Outcome,
     OutgoingRequest,
@@ -33,10 +31,10 @@ from hub.delivery.adapters import (
     clip,
     config_failure,
     send_http,
-    transport_failure,
 )
 from hub.delivery.endpoints import GRAPH_API
 from hub.delivery.retry import parse_retry_after
+from hub.delivery.senders import Senders
 
 THROTTLED = frozenset({4, 80007, 130429, 131056})  # app, account, pair rate limits
 META_FAILURE = frozenset({1, 2, 131000, 131016})  # unknown error, service down, overloaded
@@ -44,8 +42,8 @@ TOKEN_INVALID = 190
 
 
 class WhatsAppCloudAdapter:
-    def __init__(self, clients: ClientPool) -> None:
-        self.clients = clients
+    def __init__(self, senders: Senders) -> None:
+        self.senders = senders
 
     def send(self, request: OutgoingRequest, endpoint: Target, delivery: DeliveryRef) -> Outcome:
         config = endpoint.config
@@ -63,17 +61,12 @@ class WhatsAppCloudAdapter:
         headers = {"content-type": "application/json", "authorization": f"Bearer {token}"}
         if delivery.correlation_id:
             headers["X-Correlation-Id"] = delivery.correlation_id
-        try:
-            status, text, retry_after = send_http(
-                self.clients.get(endpoint.name, config.timeout),
-                "POST",
-                url,
-                headers,
-                orjson.dumps(message),
-            )
-        except httpx.HTTPError as exc:
-            return transport_failure(exc)
-        return classify_graph(status, text, retry_after)
+        answer = send_http(
+            self.senders, "POST", url, headers, orjson.dumps(message), config.timeout
+        )
+        if isinstance(answer, Outcome):
+            return answer
+        return classify_graph(answer.status, answer.text, answer.retry_after)
 
 
 def graph_message(body: Any) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -58,6 +59,7 @@ class Seen:
     headers: dict[str, str]
     body: bytes
     at: float = field(default_factory=time.monotonic)  # when it arrived
+    peer: int = 0  # the client's port: one per connection
 
     def json(self) -> Any:
         return orjson.loads(self.body)
@@ -70,7 +72,8 @@ LOOPBACK = EgressPolicy.from_setting(["127.0.0.0/8"])
 class TargetServer:
     """An HTTP target on 127.0.0.1 with a scripted list of replies."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: tuple[Path, Path] | None = None) -> None:
+        """`tls`: a certificate and its key, to answer HTTPS."""
         self.seen: list[Seen] = []
         self.script: list[Reply] = []
         self.default = Reply()
@@ -87,8 +90,16 @@ class TargetServer:
         self._sock = socket.socket()
         self._sock.bind(("127.0.0.1", 0))
         self.port = self._sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, log_level="error", lifespan="off", ws="none", access_log=False)
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        config = uvicorn.Config(
+            app,
+            log_level="error",
+            lifespan="off",
+            ws="none",
+            access_log=False,
+            ssl_certfile=str(tls[0]) if tls else None,
+            ssl_keyfile=str(tls[1]) if tls else None,
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
@@ -97,7 +108,10 @@ class TargetServer:
     async def _handle(self, request: Request) -> Response:
         body = await request.body()
         with self._lock:
-            self.seen.append(Seen(request.method, request.url.path, dict(request.headers), body))
+            peer = request.client.port if request.client else 0
+            self.seen.append(
+                Seen(request.method, request.url.path, dict(request.headers), body, peer=peer)
+            )
             reply = self.script.pop(0) if self.script else self._reply_for(request.url.path)
         self.arrived.set()
         if reply.delay:

@@ -7,12 +7,12 @@ import socket
 import ssl
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from email import message_from_bytes
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
@@ -125,22 +125,19 @@ def test_connections_are_kept_alive_across_sends(target: TargetServer, adapters:
     config = webhook(target.url)
     for _ in range(5):
         assert send(adapters, config).verdict == Verdict.DELIVERED
-    client = adapters.clients.get("crm", config.timeout)
-    pool = client._transport._pool  # type: ignore[attr-defined]
-    assert len(pool.connections) == 1
+    assert adapters.senders.connections() == 1
+    assert len({seen.peer for seen in target.seen}) == 1
 
 
-def test_each_sending_thread_keeps_its_own_connection_and_an_ended_threads_client_is_closed(
+def test_each_sending_thread_keeps_its_own_connection_and_an_ended_threads_are_closed(
     target: TargetServer, adapters: Adapters
 ) -> None:
     config = webhook(target.url)
     target.default = Reply(delay=0.2)  # the four sends overlap
-    clients: list[httpx.Client] = []
 
     def sender() -> None:
         for _ in range(2):
             assert send(adapters, config).verdict == Verdict.DELIVERED
-        clients.append(adapters.clients.get("crm", config.timeout))
 
     threads = [threading.Thread(target=sender) for _ in range(4)]
     for thread in threads:
@@ -148,13 +145,42 @@ def test_each_sending_thread_keeps_its_own_connection_and_an_ended_threads_clien
     for thread in threads:
         thread.join(10)
     assert len(target.seen) == 8
-    assert len({id(client) for client in clients}) == 4
-    for client in clients:  # each thread's second send went on its first send's connection
-        assert len(client._transport._pool.connections) == 1  # type: ignore[attr-defined]
-        assert not client.is_closed
+    peers = Counter(seen.peer for seen in target.seen)
+    assert sorted(peers.values()) == [2, 2, 2, 2]  # each thread's two sends on one connection
+    assert adapters.senders.connections() == 4
 
-    assert send(adapters, config).verdict == Verdict.DELIVERED  # a new client: this thread's
-    assert all(client.is_closed for client in clients)
+    assert send(adapters, config).verdict == Verdict.DELIVERED  # this thread's own, new
+    assert adapters.senders.connections() == 1  # the ended threads' are closed
+
+
+def test_a_webhook_over_https_checks_the_certificate_against_the_host(
+    adapters: Adapters, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert, key = self_signed(tmp_path)
+    secure = TargetServer(tls=(cert, key)).start()
+    try:
+        untrusted = send(adapters, webhook(secure.url))
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # now the client trusts our test CA
+        trusting = Adapters(egress=LOOPBACK)
+        try:
+            delivered = send(trusting, webhook(secure.url + "/hook"))
+        finally:
+            trusting.close()
+    finally:
+        secure.stop()
+    assert (untrusted.verdict, untrusted.error_class) == (Verdict.RETRY, "connection_error")
+    assert "CERTIFICATE_VERIFY_FAILED" in (untrusted.error or ""), untrusted
+    assert delivered.verdict == Verdict.DELIVERED, delivered
+    assert [seen.path for seen in secure.seen] == ["/hook"]
+
+
+def test_only_the_first_64_kib_of_an_answer_are_read(
+    target: TargetServer, adapters: Adapters
+) -> None:
+    target.replies(Reply(400, body=b"x" * 200_000), Reply(200))
+    refused = send(adapters, webhook(target.url))
+    assert (refused.verdict, refused.excerpt) == (Verdict.DEAD, "x" * 200)
+    assert send(adapters, webhook(target.url)).verdict == Verdict.DELIVERED  # a fresh connection
 
 
 @pytest.mark.parametrize(
