@@ -6,11 +6,13 @@ round trip a transaction does not need: a connection is pinged on checkout only 
 `PING_IDLE` seconds (a busy process does not ping before each transaction, and a dead
 connection found later fails its statement and is replaced, as the pool invalidates on a
 disconnect), and it is rolled back on return only when the driver says a transaction is still
-open (not after every commit).
+open (not after every commit). With PyMySQL, a naive datetime is written as its `isoformat`
+(`_pymysql_conversions`): the same literal as PyMySQL's own, at a tenth of its CPU.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from typing import Any
 
@@ -54,6 +56,8 @@ def create_db_engine(settings: Settings, **overrides: Any) -> Engine:
             max_overflow=20,
             connect_args={"connect_timeout": CONNECT_TIMEOUT, "charset": "utf8mb4"},
         )
+        if url.get_driver_name() == "pymysql":
+            kwargs["connect_args"]["conv"] = _pymysql_conversions()
     kwargs.update(overrides)
     try:
         engine = create_engine(url, **kwargs)
@@ -65,6 +69,22 @@ def create_db_engine(settings: Settings, **overrides: Any) -> Engine:
     elif url.get_backend_name() in ("mysql", "mariadb") and not kwargs.get("pool_pre_ping"):
         _economical_pool(engine)
     return engine
+
+
+def _pymysql_conversions() -> dict[Any, Any]:
+    """PyMySQL's conversions, with a datetime literal from `isoformat` (C) instead of its
+    `str.format` of seven fields: a fifth of the CPU of a multi-row delivery insert went there.
+    `'2026-12-01 21:00:00.123456'` either way (no fraction when there are no microseconds)."""
+    from pymysql import converters
+
+    def escape_datetime(value: dt.datetime, mapping: Any = None) -> str:
+        if value.tzinfo is not None:  # PyMySQL drops the zone; isoformat would keep it
+            return str(converters.escape_datetime(value, mapping))
+        return "'" + value.isoformat(" ") + "'"
+
+    conversions = dict(converters.conversions)
+    conversions[dt.datetime] = escape_datetime
+    return conversions
 
 
 def _economical_pool(engine: Engine) -> None:

@@ -4,11 +4,13 @@ returned with a transaction open is rolled back, and one the server dropped is r
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from typing import Any
 
 import pymysql
 import pymysql.connections
+import pymysql.converters
 import pytest
 from sqlalchemy import Engine, insert, text
 
@@ -104,3 +106,29 @@ def test_a_rested_connection_the_server_dropped_is_replaced_on_checkout(
         now = conn.execute(text("SELECT CONNECTION_ID()")).scalar_one()
     engine.dispose()
     assert now != dropped, f"connection {dropped} was killed; the checkout gave {now}"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        dt.datetime(2026, 12, 1, 21, 0, 0, 123456),
+        dt.datetime(2026, 12, 1, 21, 0, 0),  # no fraction written
+        dt.datetime(999, 1, 2, 3, 4, 5, 6),  # a three-digit year, padded
+        dt.datetime(2026, 12, 1, 21, 0, 0, 500, tzinfo=dt.UTC),  # the zone dropped, as PyMySQL
+    ],
+)
+def test_a_datetime_is_written_as_pymysql_writes_it_and_reads_back_whole(
+    mysql_settings: Settings, value: dt.datetime
+) -> None:
+    engine = _one_connection(mysql_settings)
+    raw = engine.raw_connection()
+    try:
+        connection = raw.driver_connection
+        assert connection.encoders[dt.datetime] is not pymysql.converters.escape_datetime
+        assert connection.escape(value) == pymysql.converters.escape_datetime(value)
+        cursor = raw.cursor()
+        cursor.execute("SELECT CAST(%s AS DATETIME(6))", (value,))
+        assert cursor.fetchone()[0] == value.replace(tzinfo=None)
+    finally:
+        raw.close()
+        engine.dispose()
