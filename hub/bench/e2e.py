@@ -23,7 +23,15 @@ from hub.bench.scratch import scratch
 from hub.core.errors import HubError
 from hub.core.models import DeliveryAttempt, DeliveryStatus, IntegrationEvent, WebhookDelivery
 from hub.core.settings import Settings
-from hub.local.processes import HUB, Child, free_port, stop_all, wait_http_ok
+from hub.local.processes import (
+    HUB,
+    Child,
+    cpu_seconds,
+    descendants,
+    free_port,
+    stop_all,
+    wait_http_ok,
+)
 
 Progress = Callable[[str], None]
 
@@ -33,6 +41,16 @@ def _percentile(values: list[float], p: float) -> float:
         return 0.0
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
+
+
+def _tree_cpu(kids: list[Child], prefix: str) -> float:
+    """CPU seconds used so far by the children named `prefix`… and their descendants."""
+    total = 0.0
+    for kid in kids:
+        if kid.name.startswith(prefix) and kid.pid is not None:
+            for pid in [kid.pid, *descendants(kid.pid)]:
+                total += cpu_seconds(pid) or 0.0
+    return total
 
 
 def _epoch(moment: datetime) -> float:
@@ -139,6 +157,7 @@ def bench_e2e(
             for kid in kids:
                 if kid.name.startswith(("web", "worker")):
                     rss.update(_tree_rss(kid))
+            cpu = {name: _tree_cpu(kids, name) for name in ("web", "worker", "target")}
             arrivals = httpx.get(f"http://127.0.0.1:{target_port}/_records", timeout=30).json()
         finally:
             stop_all(kids)
@@ -215,4 +234,9 @@ def bench_e2e(
             "duplicates": duplicates,
             "lost": missing + (expected - len(rows)),
             "peak_rss_mb": rss,
+            # CPU per unit of work, steadier than rates on a shared machine: the web's per
+            # event accepted, the workers' (all of them) per delivery
+            "cpu_ms_per_event_web": round(cpu["web"] * 1000 / max(events, 1), 3),
+            "cpu_ms_per_delivery_workers": round(cpu["worker"] * 1000 / max(len(first_seen), 1), 3),
+            "cpu_ms_per_delivery_target": round(cpu["target"] * 1000 / max(len(first_seen), 1), 3),
         }
