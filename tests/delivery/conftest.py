@@ -72,8 +72,9 @@ LOOPBACK = EgressPolicy.from_setting(["127.0.0.0/8"])
 class TargetServer:
     """An HTTP target on 127.0.0.1 with a scripted list of replies."""
 
-    def __init__(self, tls: tuple[Path, Path] | None = None) -> None:
-        """`tls`: a certificate and its key, to answer HTTPS."""
+    def __init__(self, tls: tuple[Path, Path] | None = None, keep_alive: float = 5.0) -> None:
+        """`tls`: a certificate and its key, to answer HTTPS; `keep_alive`: seconds an idle
+        connection is kept open."""
         self.seen: list[Seen] = []
         self.script: list[Reply] = []
         self.default = Reply()
@@ -97,6 +98,7 @@ class TargetServer:
             lifespan="off",
             ws="none",
             access_log=False,
+            timeout_keep_alive=keep_alive,
             ssl_certfile=str(tls[0]) if tls else None,
             ssl_keyfile=str(tls[1]) if tls else None,
         )

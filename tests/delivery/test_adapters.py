@@ -164,14 +164,32 @@ def test_a_webhook_over_https_checks_the_certificate_against_the_host(
         trusting = Adapters(egress=LOOPBACK)
         try:
             delivered = send(trusting, webhook(secure.url + "/hook"))
+            # the certificate names 127.0.0.1 only; the connection goes to the same address
+            misnamed = send(trusting, webhook(secure.url.replace("127.0.0.1", "localhost")))
         finally:
             trusting.close()
     finally:
         secure.stop()
     assert (untrusted.verdict, untrusted.error_class) == (Verdict.RETRY, "connection_error")
     assert "CERTIFICATE_VERIFY_FAILED" in (untrusted.error or ""), untrusted
+    assert (misnamed.verdict, misnamed.error_class) == (Verdict.RETRY, "connection_error")
+    assert "localhost" in (misnamed.error or ""), misnamed
     assert delivered.verdict == Verdict.DELIVERED, delivered
     assert [seen.path for seen in secure.seen] == ["/hook"]
+
+
+def test_a_connection_the_target_closed_while_idle_is_replaced_without_a_failed_send(
+    adapters: Adapters,
+) -> None:
+    server = TargetServer(keep_alive=0.3).start()
+    try:
+        first = send(adapters, webhook(server.url))
+        time.sleep(0.8)  # the target has closed the idle connection
+        second = send(adapters, webhook(server.url))
+    finally:
+        server.stop()
+    assert (first.verdict, second.verdict) == (Verdict.DELIVERED, Verdict.DELIVERED), second
+    assert len({seen.peer for seen in server.seen}) == 2
 
 
 def test_only_the_first_64_kib_of_an_answer_are_read(
