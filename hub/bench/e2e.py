@@ -26,10 +26,9 @@ from hub.core.settings import Settings
 from hub.local.processes import (
     HUB,
     Child,
-    cpu_seconds,
-    descendants,
     free_port,
     stop_all,
+    tree_cpu_seconds,
     wait_http_ok,
 )
 
@@ -43,14 +42,16 @@ def _percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
 
 
+CPU_OF = ("web", "worker", "target")  # the children whose CPU is reported
+
+
 def _tree_cpu(kids: list[Child], prefix: str) -> float:
     """CPU seconds used so far by the children named `prefix`… and their descendants."""
-    total = 0.0
-    for kid in kids:
-        if kid.name.startswith(prefix) and kid.pid is not None:
-            for pid in [kid.pid, *descendants(kid.pid)]:
-                total += cpu_seconds(pid) or 0.0
-    return total
+    return sum(
+        tree_cpu_seconds(kid.pid)
+        for kid in kids
+        if kid.name.startswith(prefix) and kid.pid is not None
+    )
 
 
 def _epoch(moment: datetime) -> float:
@@ -110,6 +111,7 @@ def bench_e2e(
                 "X-API-Key": s.key,
                 workload.SIGNATURE_HEADER: workload.signature(s.webhook_secret, body),
             }
+            idle_cpu = {name: _tree_cpu(kids, name) for name in CPU_OF}  # their start, not counted
             started = time.time()
             load = run_load(
                 f"http://127.0.0.1:{web_port}/webhooks/bench", body, headers,
@@ -157,7 +159,7 @@ def bench_e2e(
             for kid in kids:
                 if kid.name.startswith(("web", "worker")):
                     rss.update(_tree_rss(kid))
-            cpu = {name: _tree_cpu(kids, name) for name in ("web", "worker", "target")}
+            cpu = {name: _tree_cpu(kids, name) - idle_cpu[name] for name in CPU_OF}
             arrivals = httpx.get(f"http://127.0.0.1:{target_port}/_records", timeout=30).json()
         finally:
             stop_all(kids)
@@ -234,8 +236,8 @@ def bench_e2e(
             "duplicates": duplicates,
             "lost": missing + (expected - len(rows)),
             "peak_rss_mb": rss,
-            # CPU per unit of work, steadier than rates on a shared machine: the web's per
-            # event accepted, the workers' (all of them) per delivery
+            # CPU per unit of work from the load's start (not the processes' own start), steadier
+            # than rates on a shared machine: the web's per event, the workers' per delivery
             "cpu_ms_per_event_web": round(cpu["web"] * 1000 / max(events, 1), 3),
             "cpu_ms_per_delivery_workers": round(cpu["worker"] * 1000 / max(len(first_seen), 1), 3),
             "cpu_ms_per_delivery_target": round(cpu["target"] * 1000 / max(len(first_seen), 1), 3),

@@ -23,6 +23,7 @@ from hub.local.processes import (
     free_port,
     peak_rss_mb,
     stop_all,
+    tree_cpu_seconds,
     wait_http_ok,
 )
 from hub.mapping.apply import apply_mappings
@@ -64,7 +65,9 @@ def _drive(
     concurrency: int,
     duration: float,
     prefer_wrk: bool,
-) -> tuple[LoadResult, LoadResult, dict[str, float]]:
+) -> tuple[LoadResult, LoadResult, dict[str, float], float]:
+    """The warm-up's and the run's loads, the server's peak RSS, and the CPU seconds it used
+    during the run."""
     server = Child(name, args).start(env, quiet=True)
     try:
         wait_http_ok(f"http://127.0.0.1:{port}/health", [server])
@@ -79,10 +82,13 @@ def _drive(
         warm = run_load(
             url, body, headers, concurrency=concurrency, duration=1, prefer_wrk=prefer_wrk
         )
+        assert server.pid is not None
+        before = tree_cpu_seconds(server.pid)
         result = run_load(
             url, body, headers, concurrency=concurrency, duration=duration, prefer_wrk=prefer_wrk
         )
-        return warm, result, _tree_rss(server)
+        cpu = tree_cpu_seconds(server.pid) - before
+        return warm, result, _tree_rss(server), cpu
     finally:
         stop_all([server])
 
@@ -126,7 +132,7 @@ def bench_ingest(
             "--port", str(port), "--workers", str(workers), "--no-access-log",
             "--log-level", "warning",
         ]  # fmt: skip
-        _, ceiling, _ = _drive(
+        _, ceiling, _, ceiling_cpu = _drive(
             "bare", bare_args, env, port,
             concurrency=concurrency, duration=duration, prefer_wrk=prefer_wrk,
         )  # fmt: skip
@@ -135,7 +141,7 @@ def bench_ingest(
         progress(f"hub: POST /webhooks/bench, signed, stored, {workers} worker(s), {duration:.0f}s")
         hub_args = [*HUB, "serve", "--host", "127.0.0.1", "--port", str(port)]
         hub_args += ["--workers", str(workers)]
-        warm, result, rss = _drive(
+        warm, result, rss, cpu = _drive(
             "web", hub_args, env, port,
             concurrency=concurrency, duration=duration, prefer_wrk=prefer_wrk,
         )  # fmt: skip
@@ -170,5 +176,10 @@ def bench_ingest(
             "in_flight_at_stop": rows - all_accepted,
             "exactly_once": rows == distinct and 0 <= rows - all_accepted <= 2 * concurrency,
             "peak_rss_mb": rss,
+            # the server's CPU per answer during the run: steadier than rates on a busy machine
+            "cpu_ms_per_accepted": round(cpu * 1000 / max(accepted, 1), 3),
+            "ceiling_cpu_ms_per_request": round(
+                ceiling_cpu * 1000 / max(ceiling.statuses.get(202, 0), 1), 3
+            ),
         }
         return report

@@ -126,6 +126,11 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds used so far by `pid` and its live descendants."""
+    return sum(cpu_seconds(one) or 0.0 for one in [pid, *descendants(pid)])
+
+
 def descendants(pid: int) -> list[int]:
     """Every live descendant of `pid` (Linux /proc)."""
     out: list[int] = []
