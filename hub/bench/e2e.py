@@ -190,6 +190,16 @@ def bench_e2e(
                     select(WebhookDelivery.status, func.count()).group_by(WebhookDelivery.status)
                 ).all()
             )
+            # the target answers 200 at once: anything but one delivered attempt each says why
+            # a delivery was sent again
+            attempts = {
+                f"{outcome}/{error_class}" if error_class else str(outcome): count
+                for outcome, error_class, count in conn.execute(
+                    select(
+                        DeliveryAttempt.outcome, DeliveryAttempt.error_class, func.count()
+                    ).group_by(DeliveryAttempt.outcome, DeliveryAttempt.error_class)
+                ).all()
+            }
         latencies = [
             (first_seen[d_id] - created.replace(tzinfo=UTC).timestamp()) * 1000
             for d_id, created in rows
@@ -214,6 +224,7 @@ def bench_e2e(
             "deliveries_created": len(rows),
             "delivered": delivered,
             "delivery_statuses": {str(k): v for k, v in statuses.items()},
+            "attempts": attempts,
             "worker_processes": workers,
             "rate": rate,  # events/s offered (None: as fast as ingress took them)
             "ingest_s": round(ingested - started, 2),

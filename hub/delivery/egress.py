@@ -157,9 +157,10 @@ class GuardedBackend(httpcore.SyncBackend):
         raise last
 
 
-def guarded_pools(policy: EgressPolicy) -> dict[str, type[HTTPConnectionPool]]:
-    """urllib3's pool classes by scheme (`PoolManager.pool_classes_by_scheme`), connecting only
-    where `policy` allows."""
+def guarded_pools(
+    policy: EgressPolicy,
+) -> tuple[type[HTTPConnectionPool], type[HTTPSConnectionPool]]:
+    """urllib3's pool classes for http and https, connecting only where `policy` allows."""
 
     def connect(conn: HTTPConnection) -> socket.socket:
         try:
@@ -185,4 +186,4 @@ def guarded_pools(policy: EgressPolicy) -> dict[str, type[HTTPConnectionPool]]:
     class SecurePool(HTTPSConnectionPool):
         ConnectionCls = Secure
 
-    return {"http": PlainPool, "https": SecurePool}
+    return PlainPool, SecurePool

@@ -244,6 +244,15 @@ def test_a_refused_connection_is_retried(adapters: Adapters) -> None:
     assert outcome.verdict == Verdict.RETRY and outcome.error_class == "connection_error"
 
 
+@pytest.mark.parametrize("url", ["ftp://crm.example/hook", "http://[::1/hook", "http:///hook"])
+def test_a_url_that_cannot_be_sent_to_is_dead_without_quoting_it(
+    adapters: Adapters, url: str
+) -> None:
+    outcome = send(adapters, webhook(url))
+    assert (outcome.verdict, outcome.error_class) == (Verdict.DEAD, "invalid_url")
+    assert "hook" not in (outcome.error or "")  # a Z-API URL carries its token
+
+
 def test_a_missing_env_variable_is_a_permanent_config_error(adapters: Adapters) -> None:
     outcome = send(adapters, webhook("env:{TENANT}_NOWHERE_URL"))
     assert outcome.verdict == Verdict.DEAD and outcome.error_class == "config"
