@@ -1,7 +1,9 @@
 """The web process's group commit.
 
 Concurrent requests put their event on an asyncio queue; a writer takes whatever is waiting (up
-to `MAX_BATCH` rows or `MAX_BATCH_BYTES`), commits it in one transaction in a worker thread
+to `MAX_BATCH` rows or `MAX_BATCH_BYTES`; while another commit is under way, only once `FEW`
+wait: under a moderate load what arrives during a commit goes in the next one, instead of a
+second commit of one or two events), commits it in one transaction in a worker thread
 (`hub.ingress.events.store_events`), and answers each request only after that commit. Committed
 new events go to an enqueuer that sends one `process_events` job per batch of ids to each queue
 (while the queue still holds a job no worker has taken, at most one enqueue per `ENQUEUE_LINGER`:
@@ -34,7 +36,8 @@ log = logging.getLogger("hub.ingress.writer")
 
 MAX_BATCH = 200  # rows per group commit
 MAX_BATCH_BYTES = 8 * 1024 * 1024  # payload bytes per group commit (max_allowed_packet is 16 MiB)
-WRITERS = 2  # group commits in flight at once
+WRITERS = 2  # group commits in flight at once, at most
+FEW = 3  # events waiting that start a commit while another is under way
 MARK_DELAY = 0.05  # seconds enqueued ids wait for a group commit to mark them `queued`
 ENQUEUE_LINGER = 0.1  # seconds at least between two enqueues: under load, jobs of more events
 
@@ -50,12 +53,14 @@ class EventWriter:
         max_batch: int = MAX_BATCH,
         writers: int = WRITERS,
         linger: float = ENQUEUE_LINGER,
+        few: int = FEW,
     ) -> None:
         self.engine = engine
         self.redis = redis
         self.max_batch = max_batch
         self.writers = writers
         self.linger = linger
+        self.few = few
         self._pending: asyncio.Queue[tuple[NewEvent, asyncio.Future[Stored]]] = asyncio.Queue()
         self._to_enqueue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._executor = ThreadPoolExecutor(writers + 1, thread_name_prefix="hub-events")
@@ -65,6 +70,8 @@ class EventWriter:
         self._marks: list[str] = []  # enqueued, to be marked `queued` by the next commit
         self._last_enqueue = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._committing = 0  # group commits under way
+        self._wake = asyncio.Event()  # a commit ended, or `few` events wait
 
     async def start(self) -> EventWriter:
         self._loop = asyncio.get_running_loop()  # once: each lookup costs a getpid() on 3.11
@@ -87,12 +94,17 @@ class EventWriter:
         assert self._loop is not None, "EventWriter.start() first"
         future: asyncio.Future[Stored] = self._loop.create_future()
         self._pending.put_nowait((event, future))
+        if self._pending.qsize() >= self.few:
+            self._wake.set()
         return await future
 
     async def _write_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             batch = [await self._pending.get()]
+            while self._committing and self._pending.qsize() < self.few:
+                self._wake.clear()
+                await self._wake.wait()
             size = len(batch[0][0].payload)
             while (
                 len(batch) < self.max_batch and size < MAX_BATCH_BYTES and not self._pending.empty()
@@ -102,6 +114,7 @@ class EventWriter:
                 size += len(item[0].payload)
             marks, self._marks = self._marks, []
             store = functools.partial(store_events, self.engine, [e for e, _ in batch], mark=marks)
+            self._committing += 1
             try:
                 results = await loop.run_in_executor(self._executor, store)
             except Exception as exc:  # noqa: BLE001 - every waiter must get an answer
@@ -117,6 +130,8 @@ class EventWriter:
                     if stored.created and self.redis is not None:
                         self._to_enqueue.put_nowait((stored.event_id, event.queue))
             finally:
+                self._committing -= 1
+                self._wake.set()
                 for _ in batch:
                     self._pending.task_done()
 

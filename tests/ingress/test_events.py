@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from redis import Redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, event, select, update
 from sqlalchemy.orm import Session
 
 from hub.core.db import create_db_engine
@@ -139,6 +141,73 @@ def test_the_group_commit_answers_each_caller_after_its_commit(
     enqueued = sorted(i for job in jobs for i in job.args[0])
     assert enqueued == sorted(r.id for r in rows)  # each new event enqueued once, in batches
     assert len(jobs) < 40
+
+
+class Overlap:
+    """The most transactions the engine had open at once (its own begin and commit events),
+    each made to last `slow` seconds at least, like a busy database's."""
+
+    def __init__(self, engine: Engine, slow: float = 0.05) -> None:
+        self.slow = slow
+        self.open = self.most = 0
+        self.lock = threading.Lock()
+        self.engine = engine
+        event.listen(engine, "begin", self.began)
+        event.listen(engine, "commit", self.ended)
+        event.listen(engine, "rollback", self.ended)
+
+    def began(self, conn: Any) -> None:
+        with self.lock:
+            self.open += 1
+            self.most = max(self.most, self.open)
+        time.sleep(self.slow)
+
+    def ended(self, conn: Any) -> None:
+        with self.lock:
+            self.open -= 1
+
+    def close(self) -> None:
+        event.remove(self.engine, "begin", self.began)
+        event.remove(self.engine, "commit", self.ended)
+        event.remove(self.engine, "rollback", self.ended)
+
+
+def test_a_second_commit_runs_alongside_only_when_many_events_wait(
+    settings: Settings, tenant_id: int
+) -> None:
+    """One by one, events wait for the commit under way and go in the next; a crowd of them
+    (`few` or more waiting) gets a second commit at once."""
+    engine = create_db_engine(settings)  # the writer's own, as in the web process
+    overlap = Overlap(engine)
+
+    async def trickle() -> None:
+        writer = await EventWriter(engine, None, few=1000).start()  # never a crowd
+        try:
+            stores = []
+            for i in range(30):
+                stores.append(asyncio.ensure_future(writer.store(new(tenant_id, f"trickle{i}"))))
+                await asyncio.sleep(0.002)
+            await asyncio.gather(*stores)
+        finally:
+            await writer.stop()
+
+    async def crowd() -> None:
+        writer = await EventWriter(engine, None, max_batch=3, few=3).start()
+        try:
+            await asyncio.gather(*(writer.store(new(tenant_id, f"crowd{i}")) for i in range(64)))
+        finally:
+            await writer.stop()
+
+    try:
+        asyncio.run(trickle())
+        alone, overlap.most = overlap.most, 0
+        asyncio.run(crowd())
+        together = overlap.most
+        stored = len(stored_rows(engine))
+    finally:
+        overlap.close()
+        engine.dispose()
+    assert (alone, together, stored) == (1, 2, 94)
 
 
 def test_events_left_unmarked_when_traffic_stops_are_marked_queued_by_the_enqueuer(
