@@ -257,7 +257,7 @@ def _route_in(
             delivery_id = ids.new_id(ids.DELIVERY)
             due = None
             if planned.delay:
-                due = clock.now(ctx.engine) + timedelta(seconds=planned.delay)
+                due = now + timedelta(seconds=planned.delay)
                 scheduled.append(
                     {
                         "delivery_id": delivery_id,
