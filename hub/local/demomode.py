@@ -144,7 +144,10 @@ def plan(
         return None
     saved = read_env_file(settings.data_dir / ENV_FILE)
     sink_secret = load_or_create_secret(settings.data_dir)
-    stand_in = StandIn(http_port or free_port(SINK_HOST), smtp_port or free_port(SINK_HOST))
+    # distinct from the web's port and from each other: none is bound until the tree starts
+    http_port = http_port or free_port(SINK_HOST, avoid=[settings.port])
+    smtp_port = smtp_port or free_port(SINK_HOST, avoid=[settings.port, http_port])
+    stand_in = StandIn(http_port, smtp_port)
     stand_in.sink_secrets.append(sink_secret)
     for name in unset:
         _stand_in_endpoint(stand_in, name, endpoints[name], env, saved, sink_secret)

@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import click
@@ -20,11 +20,16 @@ GRACE_SECONDS = 10.0
 HUB = [sys.executable, "-m", "hub"]
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on right now (the kernel's pick)."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+def free_port(host: str = "127.0.0.1", avoid: Iterable[int] = ()) -> int:
+    """A TCP port nothing listens on right now (the kernel's pick), other than `avoid`: ports
+    picked for this tree but not bound yet, which the kernel may hand out again."""
+    taken = set(avoid)
+    while True:
+        with socket.socket() as sock:
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+        if port not in taken:
+            return port
 
 
 def die_with_parent() -> None:

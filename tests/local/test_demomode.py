@@ -169,3 +169,29 @@ def test_an_endpoint_port_is_a_number_or_a_reference() -> None:
         EndpointConfig.model_validate({**base, "port": "smtp"})
     with pytest.raises(ValidationError, match="port is between 1 and 65535"):
         EndpointConfig.model_validate({**base, "port": 70000})
+
+
+def test_a_free_port_is_never_one_this_tree_already_picked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Until something binds a picked port the kernel may hand it out again: `hub up` had its
+    sink's SMTP on the web's port once (CI: "address already in use")."""
+    from types import SimpleNamespace
+
+    from hub.local import processes
+
+    picks = iter([8000, 8000, 41000])
+
+    class Kernel:  # socket.socket, with the kernel's picks scripted
+        def __enter__(self) -> Kernel:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+        def bind(self, address: tuple[str, int]) -> None:
+            self.port = next(picks)
+
+        def getsockname(self) -> tuple[str, int]:
+            return ("127.0.0.1", self.port)
+
+    monkeypatch.setattr(processes, "socket", SimpleNamespace(socket=Kernel))
+    assert processes.free_port(avoid=[8000]) == 41000
