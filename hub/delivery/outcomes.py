@@ -22,6 +22,7 @@ from sqlalchemy.exc import OperationalError
 
 from hub.core import clock, dead_letters, metrics
 from hub.core.context import JobContext
+from hub.core.inserts import insert_rows
 from hub.core.models import (
     DeadLetterStage,
     DeliveryAttempt,
@@ -168,8 +169,7 @@ def _insert_attempts(conn: Connection, decisions: list[Decision]) -> None:
                 "outcome": "retry" if d.status == DeliveryStatus.RETRYING else d.status.value,
             }
         )
-    if rows:
-        conn.execute(insert(DeliveryAttempt), rows)
+    insert_rows(conn, DeliveryAttempt.__table__, rows)  # type: ignore[arg-type]
 
 
 def _write_statuses(conn: Connection, mine: list[Decision], now: datetime) -> None:

@@ -24,11 +24,11 @@ from typing import Any
 
 from redis import Redis
 from sqlalchemy import Connection, Engine, Table, insert, select, tuple_, update
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from hub.core import ids
 from hub.core.errors import DatabaseUnavailable, HubError
+from hub.core.inserts import insert_rows
 from hub.core.models import EventStatus, IntegrationEvent, PersonIndex, utcnow
 from hub.core.queues import PROCESS_EVENTS, enqueue_ids
 
@@ -172,17 +172,8 @@ def _insert_skipping_duplicates(
     When the database reports every row inserted (the usual case), the ids are the rows' own
     and no query is needed; otherwise one SELECT finds the first stored id of each key.
     """
-    dialect = conn.dialect.name
-    if dialect in ("mysql", "mariadb"):
-        # IGNORE skips duplicate keys; strings are validated before (no silent truncation)
-        stmt: Any = insert(events_table).prefix_with("IGNORE")
-    elif dialect == "sqlite":
-        stmt = sqlite_insert(events_table).on_conflict_do_nothing(
-            index_elements=["tenant_id", "source", "external_id"]
-        )
-    else:
-        stmt = insert(events_table)  # other databases: a duplicate fails the batch, then row by row
-    inserted = conn.execute(stmt, rows).rowcount
+    # duplicate keys skipped; strings are validated before (no silent truncation)
+    inserted = insert_rows(conn, events_table, rows, ignore=True)
     if inserted == len(rows):
         return {(r["tenant_id"], r["source"], r["external_id"]): r["id"] for r in rows}
     keys = {(r["tenant_id"], r["source"], r["external_id"]) for r in rows}

@@ -32,6 +32,7 @@ from hub.core import clock, dead_letters, ids, metrics
 from hub.core.context import JobContext, SweepContext
 from hub.core.crypto import Cipher
 from hub.core.errors import RedisUnavailable
+from hub.core.inserts import insert_rows
 from hub.core.models import (
     DeadLetterStage,
     DeliveryStatus,
@@ -294,8 +295,7 @@ def _route_in(
     if send and deliveries:
         _lease_to_self(ctx, conn, deliveries, requests, events, now, out)
     if deliveries:
-        # Core, not the ORM's bulk insert: a fifth less CPU per row
-        conn.execute(insert(WebhookDelivery), deliveries)
+        insert_rows(conn, WebhookDelivery.__table__, deliveries)  # type: ignore[arg-type]
         out.deliveries = len(deliveries)
     if scheduled:
         conn.execute(insert(RetryQueue), scheduled)
