@@ -1,22 +1,25 @@
 """Multi-row inserts on the hot paths: events (web), deliveries (routing), attempts (outcomes).
 
-`insert_rows(conn, table, rows)` sends one INSERT for all `rows`. On PyMySQL the values are
-written into the statement as literals: each goes through its column's bind processor (what
-SQLAlchemy would do with it: an enum to its value, ...) and is then rendered by its type, a
-string quoted by the PyMySQL connection itself (its escaping, and the server's
-NO_BACKSLASH_ESCAPES mode when set), bytes as a hex literal, a naive datetime in ISO format,
-anything else by the driver's own `escape`. Core's `executemany` sends the same statement, but
-SQLAlchemy's parameter processing and PyMySQL's encoders (a dispatch per value, then a regex
-rewrite of the statement) cost twice the CPU: half of a web group commit's, in the thread that
-competes with the event loop for the GIL, and a fifth of a routing job's. Other drivers
-(SQLite, mysqlclient) get Core's executemany.
+`insert_rows(conn, table, rows)` sends one INSERT for all `rows`. On MySQL and MariaDB the
+values are written into the statement as literals: each goes through its column's bind
+processor (what SQLAlchemy would do with it: an enum to its value) and is then rendered by its
+type: a string as its UTF-8 in hex with a charset introducer (`_utf8mb4 X'..'`: nothing is
+escaped, so neither the server's NO_BACKSLASH_ESCAPES mode nor any character can change what
+the statement means), bytes as a hex literal, numbers as numbers, a naive datetime in ISO
+format. Core's `executemany` sends the same multi-row statement, but SQLAlchemy's parameter
+processing and PyMySQL's encoders (a dispatch and an escape per value, then a regex rewrite of
+the statement) cost twice the CPU: half of a web group commit's, in the thread that competes
+with the event loop for the GIL, and a fifth of a routing job's. SQLite and PostgreSQL get
+Core's executemany.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, Table, insert
@@ -38,16 +41,14 @@ def insert_rows(
     if not rows:
         return 0
     dialect = conn.dialect
-    if dialect.driver == "pymysql":
+    if dialect.name in ("mysql", "mariadb"):
         statement = literal_insert(conn, table, rows, ignore=ignore)
         # no parameters: the driver must not read a `%` in a value as a placeholder
         result = conn.exec_driver_sql(statement, execution_options={"no_parameters": True})
         return int(result.rowcount)
     stmt: Any = insert(table)
     if ignore:
-        if dialect.name in ("mysql", "mariadb"):
-            stmt = stmt.prefix_with("IGNORE")
-        elif dialect.name == "sqlite":
+        if dialect.name == "sqlite":
             stmt = sqlite_insert(table).on_conflict_do_nothing()
         elif dialect.name == "postgresql":
             stmt = postgresql_insert(table).on_conflict_do_nothing()
@@ -57,13 +58,11 @@ def insert_rows(
 def literal_insert(
     conn: Connection, table: Table, rows: Sequence[dict[str, Any]], *, ignore: bool = False
 ) -> str:
-    """The INSERT of `rows` with every value written as a literal (PyMySQL connections only)."""
-    escape = conn.connection.dbapi_connection.escape  # type: ignore[union-attr]
+    """The INSERT of `rows` with every value written as a literal (MySQL and MariaDB)."""
     keys = tuple(rows[0])
     columns = _columns(table, keys, conn.dialect)
-    render = functools.partial(_render, escape)
     values = ",".join(
-        "(" + ",".join([render(row[k] if p is None else p(row[k])) for k, _, p in columns]) + ")"
+        "(" + ",".join([_render(row[k] if p is None else p(row[k])) for k, _, p in columns]) + ")"
         for row in rows
     )
     quote = conn.dialect.identifier_preparer.quote  # only where needed, as Core would
@@ -85,16 +84,37 @@ def _columns(
     return found
 
 
-def _render(escape: Callable[[Any], str], value: Any) -> str:
+def _render(value: Any) -> str:
     kind = type(value)
     if value is None:
         return "NULL"
-    if kind is str:
-        return escape(value)
+    if kind is str:  # its UTF-8 in hex: nothing to escape, whatever the server's sql_mode
+        return f"_utf8mb4 X'{value.encode().hex()}'"
     if kind is int:
         return str(value)
     if kind is bytes:
         return f"X'{value.hex()}'"
     if kind is datetime and value.tzinfo is None:
         return f"'{value.isoformat(' ')}'"
-    return escape(value)  # bool, float, Decimal, a subclass, an aware datetime: the driver's way
+    return _render_other(value)
+
+
+def _render_other(value: Any) -> str:
+    """The rarer kinds, and subclasses (an enum member, a bool)."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(int(value))
+    if isinstance(value, float | Decimal):
+        if not math.isfinite(value):
+            raise ValueError(f"{value!r} cannot be stored")
+        return repr(float(value)) if isinstance(value, float) else str(value)
+    if isinstance(value, str):
+        return _render(str.__str__(value))
+    if isinstance(value, bytearray | memoryview):
+        return _render(bytes(value))
+    if isinstance(value, datetime):  # an aware one: its wall time, as PyMySQL writes it
+        return _render(value.replace(tzinfo=None))
+    if isinstance(value, date):
+        return f"'{value.isoformat()}'"
+    raise TypeError(f"no SQL literal for a {type(value).__name__} value")

@@ -123,16 +123,33 @@ def test_nothing_to_insert_sends_nothing(engine: Engine, probe: Table) -> None:
         assert insert_rows(conn, probe, []) == 0
 
 
-def test_on_pymysql_values_are_literals_quoted_by_the_connection(
+def test_on_mysql_strings_and_bytes_are_hex_literals_and_nothing_is_escaped(
     engine: Engine, probe: Table, database_url: str
 ) -> None:
-    if "pymysql" not in database_url:
-        pytest.skip("the literal insert is PyMySQL's: needs HUB_TEST_DATABASE_URL=mysql+pymysql")
-    row = _row("x", label="it's", blob=b"\x00\xff", at=dt.datetime(2026, 1, 2, 3, 4, 5, 6))
+    if not database_url.startswith("mysql"):
+        pytest.skip("the literal insert is MySQL's: needs HUB_TEST_DATABASE_URL=mysql+pymysql")
+    row = _row("x", label="it's", blob=b"\x00\xff", at=dt.datetime(2026, 1, 2, 3, 4, 5, 6), n=7)
+    row["status"] = EventStatus.QUEUED
     with engine.connect() as conn:
         statement = literal_insert(conn, probe, [row], ignore=True)
-    assert statement.startswith("INSERT IGNORE INTO insert_probe (id, label, `blob`, at, n, ")
-    assert "('x','it\\'s',X'00ff','2026-01-02 03:04:05.000006',NULL,NULL,NULL,NULL)" in statement
+    assert statement == (
+        "INSERT IGNORE INTO insert_probe (id, label, `blob`, at, n, status, flag, ratio) VALUES "
+        "(_utf8mb4 X'78',_utf8mb4 X'69742773',X'00ff','2026-01-02 03:04:05.000006',7,"
+        "_utf8mb4 X'717565756564',NULL,NULL)"
+    )
+
+
+def test_a_value_with_no_sql_literal_is_refused_and_nothing_is_stored(
+    engine: Engine, probe: Table, database_url: str
+) -> None:
+    if not database_url.startswith("mysql"):
+        pytest.skip("the literal insert is MySQL's: needs HUB_TEST_DATABASE_URL=mysql+pymysql")
+    with pytest.raises(ValueError, match="nan"), engine.begin() as conn:
+        insert_rows(conn, probe, [_row("x"), _row("y", ratio=float("nan"))])
+    with pytest.raises(TypeError, match="no SQL literal for a object"), engine.begin() as conn:
+        insert_rows(conn, probe, [_row("z", label=object())])
+    with engine.connect() as conn:
+        assert conn.execute(select(probe.c.id)).all() == []
 
 
 def test_strings_follow_the_servers_no_backslash_escapes_mode(
