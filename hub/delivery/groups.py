@@ -19,7 +19,7 @@ import logging
 import random
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -312,9 +312,21 @@ def send_group(
             if last:
                 _complete(ctx, rt, group, to_send, failures, done)
 
+    # a few tasks that take the sends one after another, not a task (and a Future) per send:
+    # as many sends run at once as the lane has threads
+    waiting = deque(to_send)
+
+    def take_turns() -> None:
+        while True:
+            try:
+                item = waiting.popleft()
+            except IndexError:
+                return
+            send(item)
+
     rt.track(done)
-    for item in to_send:
-        lane.submit(lambda item=item: send(item))  # type: ignore[misc]
+    for _ in range(min(len(to_send), lane.concurrency)):
+        lane.submit(take_turns)
     return done
 
 

@@ -80,6 +80,8 @@ class TargetServer:
         self.default = Reply()
         self.by_path: dict[str, Reply] = {}  # path prefix -> the reply for a path under it
         self.arrived = threading.Event()
+        self.in_flight = 0  # requests arrived and not yet answered
+        self.peak = 0  # the most in flight at once
         self._lock = threading.Lock()
         app = Starlette(
             routes=[
@@ -115,9 +117,15 @@ class TargetServer:
                 Seen(request.method, request.url.path, dict(request.headers), body, peer=peer)
             )
             reply = self.script.pop(0) if self.script else self._reply_for(request.url.path)
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
         self.arrived.set()
-        if reply.delay:
-            await asyncio.sleep(reply.delay)
+        try:
+            if reply.delay:
+                await asyncio.sleep(reply.delay)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
         return Response(
             reply.body, reply.status, headers=reply.headers, media_type="application/json"
         )

@@ -97,6 +97,20 @@ def test_a_batch_finishes_each_endpoint_group_as_it_completes(
     assert gap > 1.0, f"the slow group was recorded {gap:.2f} s after the fast one"
 
 
+def test_a_lane_sends_as_many_at_once_as_it_has_threads_and_no_more(
+    ctx: WorkerContext, world: World, target: TargetServer
+) -> None:
+    target.default = Reply(delay=0.2)
+    world.endpoint("three", kind="webhook", url=target.url, concurrency=3)
+    batch = [world.delivery("three", {"n": i}) for i in range(9)]  # three rounds of three
+
+    counts = deliver_batch(ctx, batch)
+
+    assert counts == {"skipped": 0, "delivered": 9}, counts
+    assert target.peak == 3, f"{target.peak} sends at once in a lane of 3 threads"
+    assert sorted(s.json()["n"] for s in target.seen) == list(range(9))
+
+
 def test_a_full_lane_defers_the_rest_of_a_batch_without_using_an_attempt(
     ctx: WorkerContext, world: World, slow: TargetServer
 ) -> None:
