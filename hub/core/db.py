@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+import weakref
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
@@ -35,8 +36,14 @@ PING_IDLE = 2.0  # seconds a pooled connection may rest before it is pinged on c
 _IN_TRANSACTION = 1  # the server's SERVER_STATUS_IN_TRANS flag, as PyMySQL keeps it
 
 
-def create_db_engine(settings: Settings, **overrides: Any) -> Engine:
-    """Build the engine for `settings`; a malformed URL raises SettingError naming the setting."""
+def create_db_engine(
+    settings: Settings, *, multi_statements: bool = False, **overrides: Any
+) -> Engine:
+    """Build the engine for `settings`; a malformed URL raises SettingError naming the setting.
+
+    `multi_statements`: on PyMySQL, connections that accept several statements in one query
+    (`allows_multi_statements`), for the web's group commit, whose statements carry no value
+    that is not hub's own literal (hub.core.inserts): one round trip per commit."""
     url_text = settings.effective_database_url
     try:
         url = make_url(url_text)
@@ -44,6 +51,7 @@ def create_db_engine(settings: Settings, **overrides: Any) -> Engine:
         raise SettingError("HUB_DATABASE_URL", f"not a database URL ({exc})") from exc
 
     kwargs: dict[str, Any] = {"future": True}
+    multi = False
     if url.get_backend_name() == "sqlite":
         if settings.embedded_database:
             settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
@@ -58,12 +66,19 @@ def create_db_engine(settings: Settings, **overrides: Any) -> Engine:
         )
         if url.get_driver_name() == "pymysql":
             kwargs["connect_args"]["conv"] = _pymysql_conversions()
+            if multi_statements:
+                from pymysql.constants import CLIENT
+
+                kwargs["connect_args"]["client_flag"] = CLIENT.MULTI_STATEMENTS
+                multi = True
     kwargs.update(overrides)
     try:
         engine = create_engine(url, **kwargs)
     except (NoSuchModuleError, ArgumentError, ImportError) as exc:
         raise SettingError("HUB_DATABASE_URL", f"unsupported database URL ({exc})") from exc
 
+    if multi:
+        _multi_statement_engines.add(engine)
     if url.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     elif url.get_backend_name() in ("mysql", "mariadb") and not kwargs.get("pool_pre_ping"):
@@ -85,6 +100,15 @@ def _pymysql_conversions() -> dict[Any, Any]:
     conversions = dict(converters.conversions)
     conversions[dt.datetime] = escape_datetime
     return conversions
+
+
+def allows_multi_statements(engine: Engine) -> bool:
+    """Whether `engine`'s connections take several statements in one query (built with
+    `create_db_engine(multi_statements=True)` on PyMySQL)."""
+    return engine in _multi_statement_engines
+
+
+_multi_statement_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
 
 
 def _economical_pool(engine: Engine) -> None:

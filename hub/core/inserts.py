@@ -42,7 +42,7 @@ def insert_rows(
         return 0
     dialect = conn.dialect
     if dialect.name in ("mysql", "mariadb"):
-        statement = literal_insert(conn, table, rows, ignore=ignore)
+        statement = literal_insert(dialect, table, rows, ignore=ignore)
         # no parameters: the driver must not read a `%` in a value as a placeholder
         result = conn.exec_driver_sql(statement, execution_options={"no_parameters": True})
         return int(result.rowcount)
@@ -56,16 +56,16 @@ def insert_rows(
 
 
 def literal_insert(
-    conn: Connection, table: Table, rows: Sequence[dict[str, Any]], *, ignore: bool = False
+    dialect: Dialect, table: Table, rows: Sequence[dict[str, Any]], *, ignore: bool = False
 ) -> str:
     """The INSERT of `rows` with every value written as a literal (MySQL and MariaDB)."""
     keys = tuple(rows[0])
-    columns = _columns(table, keys, conn.dialect)
+    columns = _columns(table, keys, dialect)
     values = ",".join(
         "(" + ",".join([_render(row[k] if p is None else p(row[k])) for k, _, p in columns]) + ")"
         for row in rows
     )
-    quote = conn.dialect.identifier_preparer.quote  # only where needed, as Core would
+    quote = dialect.identifier_preparer.quote  # only where needed, as Core would
     names = ", ".join(quote(name) for _, name, _ in columns)
     verb = "INSERT IGNORE" if ignore else "INSERT"
     return f"{verb} INTO {quote(table.name)} ({names}) VALUES {values}"
@@ -82,6 +82,11 @@ def _columns(
         processor = column.type.dialect_impl(dialect).bind_processor(dialect)
         found.append((key, column.name, processor))
     return found
+
+
+def literal(value: Any) -> str:
+    """`value` as a MySQL literal, as `literal_insert` writes it (strings and bytes in hex)."""
+    return _render(value)
 
 
 def _render(value: Any) -> str:

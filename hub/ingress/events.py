@@ -19,16 +19,25 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from redis import Redis
 from sqlalchemy import Connection, Engine, Table, insert, select, tuple_, update
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (
+    DBAPIError,
+    IntegrityError,
+    OperationalError,
+    SQLAlchemyError,
+    StatementError,
+)
 
 from hub.core import ids
+from hub.core.db import allows_multi_statements
 from hub.core.errors import DatabaseUnavailable, HubError
-from hub.core.inserts import insert_rows
+from hub.core.inserts import insert_rows, literal, literal_insert
 from hub.core.models import EventStatus, IntegrationEvent, PersonIndex, utcnow
 from hub.core.queues import PROCESS_EVENTS, enqueue_ids
 
@@ -105,6 +114,10 @@ def store_events(
     persons = {row["id"]: e.persons for row, e in zip(rows, events, strict=True) if e.persons}
     for attempt in range(DEADLOCK_RETRIES + 1):
         try:
+            stored = None if persons else _store_in_one_trip(engine, rows, mark, now)
+            if stored is not None:
+                existing = stored
+                break
             with engine.begin() as conn:
                 if mark:
                     conn.execute(_queued(mark))
@@ -164,6 +177,61 @@ def _log_received(rows: list[dict[str, Any]], results: list[Stored]) -> None:
         )
 
 
+def _store_in_one_trip(
+    engine: Engine, rows: list[dict[str, Any]], mark: Sequence[str], now: datetime
+) -> dict[tuple[int, str, str], str] | None:
+    """`UPDATE` (the marks); `INSERT IGNORE`; `COMMIT` as one query: one round trip to the
+    server instead of three, on a connection that takes several statements (the web's writer
+    engine, `create_db_engine(multi_statements=True)`); None on any other connection.
+
+    Every value is a literal of hub's own (hub.core.inserts: strings and bytes in hex), so the
+    multi-statement query carries nothing a sender wrote as SQL. If a statement fails the
+    server runs none after it: nothing is committed, and what ran before it is rolled back.
+    Errors are raised as SQLAlchemy's, as `engine.begin()` would raise them."""
+    if not allows_multi_statements(engine):
+        return None
+    dbapi_error = engine.dialect.loaded_dbapi.Error
+    try:
+        raw = engine.raw_connection()
+    except dbapi_error as exc:  # cannot connect
+        raise _wrapped(engine, exc, gone=False) from exc
+    try:
+        parts = [literal_insert(engine.dialect, events_table, rows, ignore=True), "COMMIT"]
+        if mark:
+            ids_ = ",".join(literal(event_id) for event_id in mark)
+            parts.insert(
+                0,
+                f"UPDATE {events_table.name} SET status = '{EventStatus.QUEUED.value}', "
+                f"updated_at = {literal(now)} WHERE id IN ({ids_}) "
+                f"AND status = '{EventStatus.RECEIVED.value}'",
+            )
+        cursor = raw.cursor()
+        try:
+            cursor.execute(";".join(parts))  # no parameters: no `%` is read as a placeholder
+            if mark:
+                cursor.nextset()  # the INSERT's result
+            inserted = cursor.rowcount
+            while cursor.nextset():  # the COMMIT's
+                pass
+        finally:
+            cursor.close()
+        raw.info["committed"] = True  # the pool leaves a committed connection alone
+    except dbapi_error as exc:
+        gone = engine.dialect.is_disconnect(exc, raw.dbapi_connection, None)
+        if gone:
+            raw.invalidate(exc)
+        else:  # the statements before the failed one ran: undo them here and now
+            with suppress(dbapi_error):
+                raw.rollback()
+        raise _wrapped(engine, exc, gone=gone) from exc
+    finally:
+        raw.close()
+    if inserted == len(rows):
+        return _own_ids(rows)
+    with engine.connect() as conn:  # some were duplicates: one more round trip
+        return _stored_ids(conn, rows, inserted)
+
+
 def _insert_skipping_duplicates(
     conn: Connection, rows: list[dict[str, Any]]
 ) -> dict[tuple[int, str, str], str]:
@@ -173,9 +241,32 @@ def _insert_skipping_duplicates(
     and no query is needed; otherwise one SELECT finds the first stored id of each key.
     """
     # duplicate keys skipped; strings are validated before (no silent truncation)
-    inserted = insert_rows(conn, events_table, rows, ignore=True)
+    return _stored_ids(conn, rows, insert_rows(conn, events_table, rows, ignore=True))
+
+
+def _wrapped(engine: Engine, exc: Exception, *, gone: bool) -> StatementError:
+    """A driver's error as SQLAlchemy raises it (IntegrityError, OperationalError, ...)."""
+    return DBAPIError.instance(
+        "UPDATE; INSERT IGNORE INTO integration_events; COMMIT",
+        None,
+        exc,
+        engine.dialect.loaded_dbapi.Error,
+        connection_invalidated=gone,
+        dialect=engine.dialect,
+    )
+
+
+def _own_ids(rows: list[dict[str, Any]]) -> dict[tuple[int, str, str], str]:
+    return {(r["tenant_id"], r["source"], r["external_id"]): r["id"] for r in rows}
+
+
+def _stored_ids(
+    conn: Connection, rows: list[dict[str, Any]], inserted: int
+) -> dict[tuple[int, str, str], str]:
+    """The stored id of each row's key: the rows' own when all were inserted, otherwise (some
+    were duplicates) read back in one SELECT."""
     if inserted == len(rows):
-        return {(r["tenant_id"], r["source"], r["external_id"]): r["id"] for r in rows}
+        return _own_ids(rows)
     keys = {(r["tenant_id"], r["source"], r["external_id"]) for r in rows}
     found = conn.execute(
         select(

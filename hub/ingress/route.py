@@ -564,8 +564,9 @@ async def serving(state: Any) -> AsyncIterator[Ingress]:
     settings: Settings = state.settings
     trusted = parse_networks(settings.trusted_proxies)
     limiter = RateLimiter.for_engine(state.engine, redis_url(settings), settings.default_rate_limit)
-    # the writer's own connections (a connection the server dropped gets one retry, see events)
-    writer_engine = create_db_engine(settings, pool_size=WRITERS + 1)
+    # the writer's own connections (a connection the server dropped gets one retry, see events),
+    # which take a group commit's statements in one round trip where the driver can
+    writer_engine = create_db_engine(settings, pool_size=WRITERS + 1, multi_statements=True)
     writer = await EventWriter(writer_engine, state.redis).start()
     cipher = Cipher.from_settings(settings)
     secrets = SecretCache(state.engine, cipher, state.redis)

@@ -131,7 +131,7 @@ def test_on_mysql_strings_and_bytes_are_hex_literals_and_nothing_is_escaped(
     row = _row("x", label="it's", blob=b"\x00\xff", at=dt.datetime(2026, 1, 2, 3, 4, 5, 6), n=7)
     row["status"] = EventStatus.QUEUED
     with engine.connect() as conn:
-        statement = literal_insert(conn, probe, [row], ignore=True)
+        statement = literal_insert(conn.dialect, probe, [row], ignore=True)
     assert statement == (
         "INSERT IGNORE INTO insert_probe (id, label, `blob`, at, n, status, flag, ratio) VALUES "
         "(_utf8mb4 X'78',_utf8mb4 X'69742773',X'00ff','2026-01-02 03:04:05.000006',7,"

@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
+import pymysql
+import pymysql.connections
 import pytest
 from redis import Redis
 from redis.backoff import NoBackoff
@@ -114,6 +117,110 @@ def test_the_database_down_raises_database_unavailable_and_stores_nothing(
         store_events(down, [new(tenant_id, "a")])
     down.dispose()
     assert stored_rows(engine) == []
+
+
+# -- one round trip per group commit (MySQL, the web's writer engine) ----------------------------
+
+
+@pytest.fixture
+def one_trip(settings: Settings, database_url: str) -> Iterator[Engine]:
+    """An engine like the web's writer: its connections take several statements at once."""
+    if not database_url.startswith("mysql"):
+        pytest.skip("one round trip per commit is MySQL's: needs HUB_TEST_DATABASE_URL=mysql...")
+    engine = create_db_engine(settings, pool_size=2, multi_statements=True)
+    yield engine
+    engine.dispose()
+
+
+class Commands:
+    """The commands PyMySQL sends to the server (each a round trip), counted."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.sent: list[str] = []
+        original = pymysql.connections.Connection._execute_command
+
+        def counted(conn: Any, command: int, sql: Any) -> Any:
+            text = sql.decode(errors="replace") if isinstance(sql, bytes) else str(sql)
+            self.sent.append(text.split(" ", 1)[0].upper())
+            return original(conn, command, sql)
+
+        monkeypatch.setattr(pymysql.connections.Connection, "_execute_command", counted)
+
+
+def test_a_group_commit_with_marks_is_one_round_trip_on_the_writer_engine(
+    engine: Engine, one_trip: Engine, tenant_id: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    earlier = store_event(one_trip, new(tenant_id, "earlier"))  # also warms the pool
+    commands = Commands(monkeypatch)
+
+    results = store_events(
+        one_trip, [new(tenant_id, "a"), new(tenant_id, "b")], mark=[earlier.event_id]
+    )
+
+    assert commands.sent == ["UPDATE"], commands.sent  # UPDATE ...; INSERT ...; COMMIT at once
+    commands.sent.clear()  # the pooled engine: a round trip per statement
+    store_events(engine, [new(tenant_id, "c")], mark=[results[0].event_id])
+    assert commands.sent == ["UPDATE", "INSERT", "COMMIT"], commands.sent
+    assert all(r.created for r in results)
+    statuses = {r.external_id: r.status for r in stored_rows(engine)}
+    assert statuses == {
+        "earlier": EventStatus.QUEUED,
+        "a": EventStatus.QUEUED,
+        "b": EventStatus.RECEIVED,
+        "c": EventStatus.RECEIVED,
+    }
+
+
+def test_one_round_trip_stores_each_key_once_and_answers_duplicates_with_the_first_id(
+    one_trip: Engine, tenant_id: int
+) -> None:
+    earlier = store_event(one_trip, new(tenant_id, "old"))
+    results = store_events(
+        one_trip, [new(tenant_id, "x"), new(tenant_id, "old"), new(tenant_id, "x")]
+    )
+    assert [r.created for r in results] == [True, False, False]
+    assert results[1].event_id == earlier.event_id
+    assert results[2].event_id == results[0].event_id
+    assert len(stored_rows(one_trip)) == 2
+
+
+def test_a_failing_insert_undoes_the_marks_of_its_round_trip_and_stores_nothing(
+    engine: Engine, one_trip: Engine, tenant_id: int
+) -> None:
+    """Another transaction holds the key being inserted: the INSERT waits, times out and fails
+    after the marks' UPDATE ran; nothing of the round trip is committed, and the writer's
+    connection is clean for the next commit."""
+    earlier = store_event(one_trip, new(tenant_id, "earlier"))
+    event.listen(
+        one_trip,
+        "connect",
+        lambda dbapi, _record: dbapi.cursor().execute("SET SESSION innodb_lock_wait_timeout = 1"),
+    )
+    one_trip.dispose()  # new connections, with the short lock wait
+    blocker = engine.connect()
+    blocker.begin()
+    blocker.execute(
+        events_table.insert().values(
+            id="evt_blocker", tenant_id=tenant_id, source="site", external_id="held",
+            event_type="x", queue="default", status=EventStatus.RECEIVED,
+            created_at=datetime.now(), updated_at=datetime.now(),
+        )
+    )  # fmt: skip
+    try:
+        with pytest.raises(DatabaseUnavailable):
+            store_events(one_trip, [new(tenant_id, "held")], mark=[earlier.event_id])
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert [(r.external_id, r.status) for r in stored_rows(engine)] == [
+        ("earlier", EventStatus.RECEIVED)  # the marks were rolled back with the failed insert
+    ]
+    (again,) = store_events(one_trip, [new(tenant_id, "held")], mark=[earlier.event_id])
+    assert again.created
+    assert {r.external_id: r.status for r in stored_rows(engine)} == {
+        "earlier": EventStatus.QUEUED,
+        "held": EventStatus.RECEIVED,
+    }
 
 
 def test_the_group_commit_answers_each_caller_after_its_commit(
