@@ -35,7 +35,9 @@ from hub.ingress.events import NewEvent, Stored, enqueue_events, mark_queued, st
 log = logging.getLogger("hub.ingress.writer")
 
 MAX_BATCH = 200  # rows per group commit
-MAX_BATCH_BYTES = 8 * 1024 * 1024  # payload bytes per group commit (max_allowed_packet is 16 MiB)
+# payload bytes per group commit: blobs travel as hex (hub.core.inserts, as PyMySQL's own
+# escaping does), twice that in the statement, under max_allowed_packet (16 MiB by default)
+MAX_BATCH_BYTES = 4 * 1024 * 1024
 WRITERS = 2  # group commits in flight at once, at most
 FEW = 3  # events waiting that start a commit while another is under way
 MARK_DELAY = 0.05  # seconds enqueued ids wait for a group commit to mark them `queued`

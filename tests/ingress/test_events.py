@@ -184,6 +184,24 @@ def test_one_round_trip_stores_each_key_once_and_answers_duplicates_with_the_fir
     assert len(stored_rows(one_trip)) == 2
 
 
+def test_a_7_mib_event_fits_one_statement_under_the_servers_16_mib_packet_limit(
+    engine: Engine, one_trip: Engine, tenant_id: int
+) -> None:
+    """Blobs travel as hex (twice their size): 7 MiB is the largest body hub stores with the
+    server's default max_allowed_packet (the README says so beside `max_body`)."""
+    payload = bytes(range(256)) * (7 * 4096)
+    for writer, key in ((one_trip, "big-1"), (engine, "big-2")):
+        event = NewEvent(
+            tenant_id=tenant_id, source="site", external_id=key, event_type="lead.created",
+            queue="default", payload=payload, sealed_headers=b"h", correlation_id=None,
+        )  # fmt: skip
+        (result,) = store_events(writer, [event])
+        assert result.created
+    with engine.connect() as conn:
+        sizes = conn.execute(select(events_table.c.external_id, events_table.c.payload)).all()
+    assert sorted((k, p == payload) for k, p in sizes) == [("big-1", True), ("big-2", True)]
+
+
 def test_a_failing_insert_undoes_the_marks_of_its_round_trip_and_stores_nothing(
     engine: Engine, one_trip: Engine, tenant_id: int
 ) -> None:
