@@ -7,7 +7,8 @@ round trip a transaction does not need: a connection is pinged on checkout only 
 connection found later fails its statement and is replaced, as the pool invalidates on a
 disconnect), and it is rolled back on return only when the driver says a transaction is still
 open (not after every commit). With PyMySQL, a naive datetime is written as its `isoformat`
-(`_pymysql_conversions`): the same literal as PyMySQL's own, at a tenth of its CPU.
+(`_pymysql_conversions`): the same literal as PyMySQL's own, at a tenth of its CPU; and an engine
+may be built to take several statements per query (`multi_statements`, the web's group commit).
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ Concurrent requests put their event on an asyncio queue; a writer takes whatever
 to `MAX_BATCH` rows or `MAX_BATCH_BYTES`; while another commit is under way, only once `FEW`
 wait: under a moderate load what arrives during a commit goes in the next one, instead of a
 second commit of one or two events), commits it in one transaction in a worker thread
-(`hub.ingress.events.store_events`), and answers each request only after that commit. Committed
+(`hub.ingress.events.store_events`; on MySQL one round trip, over the engine `serving` builds
+with `multi_statements`), and answers each request only after that commit. Committed
 new events go to an enqueuer that sends one `process_events` job per batch of ids to each queue
 (while the queue still holds a job no worker has taken, at most one enqueue per `ENQUEUE_LINGER`:
 under load a job carries more events, and a worker's cost is mostly per job; idle workers get
