@@ -88,8 +88,8 @@ def bench_e2e(
 
         target = Child(
             "target",
-            [sys.executable, "-m", "uvicorn", "hub.bench.target:app", "--host", "127.0.0.1",
-             "--port", str(target_port), "--no-access-log", "--log-level", "warning"],
+            [sys.executable, "-m", "hub.bench.target", "--host", "127.0.0.1",
+             "--port", str(target_port)],
         )  # fmt: skip
         web = Child("web", [*HUB, "serve", "--host", "127.0.0.1", "--port", str(web_port)])
         kids = [target, web]
