@@ -34,6 +34,7 @@ from hub.ingress.events import (
 from hub.ingress.relay import relay_received, requeue_lost
 from hub.ingress.writer import MARK_DELAY, EventWriter
 from hub.local.processes import free_port as closed_port
+from tests.faults import database_proxy
 
 
 @pytest.fixture
@@ -200,6 +201,32 @@ def test_a_7_mib_event_fits_one_statement_under_the_servers_16_mib_packet_limit(
     with engine.connect() as conn:
         sizes = conn.execute(select(events_table.c.external_id, events_table.c.payload)).all()
     assert sorted((k, p == payload) for k, p in sizes) == [("big-1", True), ("big-2", True)]
+
+
+def test_the_writer_engine_survives_a_database_cut_and_commits_again_once_it_is_back(
+    settings: Settings, database_url: str, engine: Engine, tenant_id: int
+) -> None:
+    """Through a loopback proxy: while the server is cut every group commit is refused and
+    stores nothing; once it is back the dropped connection is replaced and commits go on."""
+    if not database_url.startswith("mysql"):
+        pytest.skip("needs a database server to cut (HUB_TEST_DATABASE_URL=mysql...)")
+    with database_proxy(database_url) as proxy:
+        through = settings.model_copy(update={"database_url": proxy.url_for(database_url)})
+        writer = create_db_engine(through, pool_size=2, multi_statements=True)
+        try:
+            (first,) = store_events(writer, [new(tenant_id, "before")])
+            proxy.cut()
+            with pytest.raises(DatabaseUnavailable):
+                store_events(writer, [new(tenant_id, "during")], mark=[first.event_id])
+            proxy.restore()
+            (back,) = store_events(writer, [new(tenant_id, "after")], mark=[first.event_id])
+        finally:
+            writer.dispose()
+    assert back.created
+    assert {r.external_id: r.status for r in stored_rows(engine)} == {
+        "before": EventStatus.QUEUED,
+        "after": EventStatus.RECEIVED,
+    }
 
 
 def test_a_failing_insert_undoes_the_marks_of_its_round_trip_and_stores_nothing(
