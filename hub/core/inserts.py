@@ -62,7 +62,7 @@ def literal_insert(
     keys = tuple(rows[0])
     columns = _columns(table, keys, dialect)
     values = ",".join(
-        "(" + ",".join([_render(row[k] if p is None else p(row[k])) for k, _, p in columns]) + ")"
+        "(" + ",".join([literal(row[k] if p is None else p(row[k])) for k, _, p in columns]) + ")"
         for row in rows
     )
     quote = dialect.identifier_preparer.quote  # only where needed, as Core would
@@ -86,10 +86,6 @@ def _columns(
 
 def literal(value: Any) -> str:
     """`value` as a MySQL literal, as `literal_insert` writes it (strings and bytes in hex)."""
-    return _render(value)
-
-
-def _render(value: Any) -> str:
     kind = type(value)
     if value is None:
         return "NULL"
@@ -115,11 +111,11 @@ def _render_other(value: Any) -> str:
             raise ValueError(f"{value!r} cannot be stored")
         return repr(float(value)) if isinstance(value, float) else str(value)
     if isinstance(value, str):
-        return _render(str.__str__(value))
+        return literal(str.__str__(value))
     if isinstance(value, bytearray | memoryview):
-        return _render(bytes(value))
+        return literal(bytes(value))
     if isinstance(value, datetime):  # an aware one: its wall time, as PyMySQL writes it
-        return _render(value.replace(tzinfo=None))
+        return literal(value.replace(tzinfo=None))
     if isinstance(value, date):
         return f"'{value.isoformat()}'"
     raise TypeError(f"no SQL literal for a {type(value).__name__} value")

@@ -197,7 +197,7 @@ def _store_in_one_trip(
         raise _wrapped(engine, exc, gone=False) from exc
     try:
         parts = [literal_insert(engine.dialect, events_table, rows, ignore=True), "COMMIT"]
-        if mark:
+        if mark:  # `_queued(mark)`, written out: compiling it with literal binds costs more
             ids_ = ",".join(literal(event_id) for event_id in mark)
             parts.insert(
                 0,
