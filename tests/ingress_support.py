@@ -19,6 +19,7 @@ from starlette.applications import Starlette
 
 from hub.core.db import create_db_engine
 from hub.core.models import IntegrationEvent, KeyKind
+from hub.core.protocol import HttpProtocol
 from hub.core.settings import Settings
 from hub.ingress.apikeys import create_key
 from hub.local.processes import free_port
@@ -130,6 +131,7 @@ def live_server(app: Starlette) -> Iterator[str]:
         access_log=False,
         lifespan="on",
         proxy_headers=False,  # as `hub serve`: hub judges X-Forwarded-For itself
+        http=HttpProtocol,  # as `hub serve`: one write per response
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)

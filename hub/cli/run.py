@@ -55,6 +55,7 @@ def serve(host: str | None, port: int | None, workers: int) -> None:
     import uvicorn
 
     from hub.cli.group import load_settings
+    from hub.core.protocol import HttpProtocol
 
     settings = load_settings(host=host, port=port)
     uvicorn.run(
@@ -67,7 +68,7 @@ def serve(host: str | None, port: int | None, workers: int) -> None:
         proxy_headers=False,  # X-Forwarded-For is judged by hub (HUB_TRUSTED_PROXIES), not uvicorn
         log_level="warning",
         loop="auto",
-        http="auto",
+        http=HttpProtocol,  # uvicorn's httptools, one write per response (hub.core.protocol)
         # slow or too many clients: what uvicorn offers (see the README's "Production" for the
         # reverse proxy's header and body timeouts, which uvicorn has not)
         limit_concurrency=settings.limit_concurrency,

@@ -527,6 +527,41 @@ ROUTES: list[BaseRoute] = [
 ]
 
 
+class RequestHeaders(Headers):
+    """A request's headers decoded once into a dict: the ingress path looks up a dozen names per
+    webhook, and Headers scans and decodes its list for each. Read-only, as Headers; where a
+    name repeats, a lookup gives the first value and `items()` every pair, as Headers does."""
+
+    def __init__(self, scope: Any) -> None:
+        super().__init__(scope=scope)
+        self._items = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in self._list]
+        self._first = dict(reversed(self._items))
+
+    def items(self) -> list[tuple[str, str]]:  # type: ignore[override]
+        return self._items
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._first.get(key.lower(), default)
+
+    def __getitem__(self, key: str) -> str:
+        try:
+            return self._first[key.lower()]
+        except KeyError:
+            raise KeyError(key) from None
+
+    def __contains__(self, key: Any) -> bool:
+        return isinstance(key, str) and key.lower() in self._first
+
+
+class _IngressRequest(Request):
+    @property
+    def headers(self) -> Headers:
+        headers: Headers | None = self.__dict__.get("_headers")
+        if headers is None:
+            headers = self._headers = RequestHeaders(self.scope)
+        return headers
+
+
 class FastIngress:
     """`POST /webhooks/{source}` straight to its handler; everything else through the app.
 
@@ -544,7 +579,7 @@ class FastIngress:
             if path.startswith("/webhooks/") and "/" not in path[10:] and len(path) > 10:
                 scope["app"] = self.app
                 scope["path_params"] = {"source": path[10:]}
-                request = Request(scope, receive, send)
+                request = _IngressRequest(scope, receive, send)
                 try:
                     response = await receive_webhook(request)
                 except Exception:  # noqa: BLE001 - as ServerErrorMiddleware would: a 500, logged

@@ -29,6 +29,7 @@ from redis import Redis
 from sqlalchemy import Engine, insert, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
+from starlette.datastructures import Headers
 from starlette.testclient import TestClient
 
 from hub.app import create_app
@@ -37,7 +38,7 @@ from hub.core.models import ApiKey, EventStatus, IntegrationEvent, KeyKind, Rate
 from hub.core.queues import PROCESS_EVENTS, get_queue
 from hub.core.settings import Settings
 from hub.ingress.apikeys import revoke
-from hub.ingress.route import FastIngress
+from hub.ingress.route import FastIngress, RequestHeaders
 
 WHSEC = "whsec_" + base64.b64encode(b"clinic-1 financeiro secret 32by").decode()
 WHSEC_OLD = "whsec_" + base64.b64encode(b"clinic-1 previous secret 32bytes").decode()
@@ -702,3 +703,18 @@ def test_other_paths_still_go_through_the_router(client: TestClient, key: str) -
     wrong_method = client.put("/webhooks/site")  # GET is Meta's handshake (test_meta.py)
     assert wrong_method.status_code == 405 and error_code(wrong_method) == "method_not_allowed"
     assert wrong_method.headers["Allow"] == "POST"
+
+
+def test_request_headers_read_as_starlettes_do() -> None:
+    raw = [(b"content-type", b"application/json"), (b"x-tag", b"one"), (b"x-tag", b"two")]
+    headers = RequestHeaders({"headers": raw})
+    plain = Headers(raw=raw)
+    for name in ("Content-Type", "x-tag", "X-TAG", "missing"):
+        assert headers.get(name) == plain.get(name)
+        assert (name in headers) == (name in plain)
+    assert headers["x-tag"] == "one"
+    assert headers.items() == plain.items()
+    assert headers.getlist("x-tag") == ["one", "two"]
+    assert dict(headers) == dict(plain)
+    with pytest.raises(KeyError, match="Missing"):
+        headers["Missing"]
