@@ -7,7 +7,6 @@ puts `FastIngress` in front, so webhooks skip the router.
 
 from __future__ import annotations
 
-import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,7 +18,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from hub.console.routes import CONSOLE
-from hub.core import logs
+from hub.core import collector, logs
 from hub.core.crypto import Cipher
 from hub.core.db import create_db_engine
 from hub.core.errors import HubError
@@ -50,9 +49,6 @@ async def _hub_error(request: Request, exc: Exception) -> Response:
     return error_response(exc, getattr(request.state, "request_id", None))
 
 
-GC_THRESHOLDS = (20_000, 20, 20)  # the web process's (generation 0 every 20,000 allocations)
-
-
 def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -69,10 +65,7 @@ def create_app(settings: Settings) -> Starlette:
         try:
             async with ingress.serving(app.state):
                 # what start-up built lives as long as the process: out of the collector's way
-                gc.freeze()
-                # a request's objects die young and by reference count; the collector, run every
-                # 700 allocations by default, mostly scans those of the requests in flight
-                gc.set_threshold(*GC_THRESHOLDS)
+                collector.settle()
                 yield
         finally:
             redis.close()

@@ -25,6 +25,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import Engine
 
+from hub.core import collector
 from hub.core.db import create_db_engine
 from hub.core.errors import HubError
 from hub.core.inflight import InFlight
@@ -182,6 +183,7 @@ def run_sweeper(settings: Settings, interval: float = 1.0) -> None:
     """Sweep every `interval` seconds until SIGTERM or SIGINT."""
     ctx = SweepContext(settings, create_db_engine(settings), connect_redis(settings))
     sweeper = Sweeper(ctx, interval=interval)
+    collector.settle()
 
     def _stop(_signum: int, _frame: FrameType | None) -> None:
         sweeper.stop.set()

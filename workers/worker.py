@@ -14,6 +14,7 @@ database; the leases decide what happens to the rest (the sweeper hands expired 
 
 from __future__ import annotations
 
+import importlib
 import logging
 import signal
 import threading
@@ -27,6 +28,7 @@ from rq import Queue, SimpleWorker
 from rq.exceptions import StopRequested
 from rq.job import Job
 
+from hub.core import collector
 from hub.core.inflight import Pulse
 from hub.core.jobformat import convert_pickled_jobs
 from hub.core.outages import BACKOFF_CAP, Outage
@@ -142,6 +144,8 @@ def run_worker(
         check_redis(redis, settings)
     ctx = context.WorkerContext.from_settings(settings)
     context.install(ctx)
+    importlib.import_module("workers.jobs")  # the job code, loaded before the collector settles
+    collector.settle()
     outage = Outage(log, "worker", "redis")
     rq_filter = _OutageFilter()
     rq_filter.outage = outage

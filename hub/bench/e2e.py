@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+from redis import Redis
+from rq import Worker
 from sqlalchemy import func, select
 
 from hub.bench import workload
@@ -26,6 +28,7 @@ from hub.core.settings import Settings
 from hub.local.processes import (
     HUB,
     Child,
+    first_exited,
     free_port,
     stop_all,
     tree_cpu_seconds,
@@ -56,6 +59,19 @@ def _tree_cpu(kids: list[Child], prefix: str) -> float:
 
 def _epoch(moment: datetime) -> float:
     return moment.replace(tzinfo=UTC).timestamp()
+
+
+def _wait_for_workers(redis: Redis, count: int, kids: list[Child], timeout: float = 60.0) -> None:
+    """Wait until `count` workers have registered with RQ (a worker does once its job code is
+    loaded, hub.core.collector); HubError when a child exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while Worker.count(connection=redis) < count:
+        dead = first_exited(kids)
+        if dead is not None:
+            raise HubError(f"{dead.name} exited with code {dead.exit_code()}")
+        if time.monotonic() > deadline:
+            raise HubError(f"the {count} workers did not start within {timeout:.0f}s")
+        time.sleep(0.1)
 
 
 def bench_e2e(
@@ -100,6 +116,7 @@ def bench_e2e(
                 kid.start(env, quiet=True)
             wait_http_ok(f"http://127.0.0.1:{web_port}/health", kids)
             wait_http_ok(f"http://127.0.0.1:{target_port}/_records", kids)
+            _wait_for_workers(s.redis, workers, kids)  # started and warm: not timed as latency
 
             pacing = f" at {rate:g}/s" if rate else ""
             progress(
