@@ -51,16 +51,30 @@ ALLOWED_FIELDS = frozenset(
 )
 
 
+_FIELD_ORDER = tuple(sorted(ALLOWED_FIELDS))
+
+
 class JsonFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__()
+        self._second = -1  # the second `_prefix` spells (a worker logs hundreds of lines in one)
+        self._prefix = ""
+
     def format(self, record: logging.LogRecord) -> str:
+        second = int(record.created)
+        if second != self._second:  # format() runs under the handler's lock: one at a time
+            self._prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+            self._second = second
+        millis = int((record.created - second) * 1000)
         out: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "ts": f"{self._prefix}.{millis:03d}+00:00",
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        for key in ALLOWED_FIELDS:
-            value = record.__dict__.get(key)
+        fields = record.__dict__
+        for key in _FIELD_ORDER:
+            value = fields.get(key)
             if value is not None:
                 out[key] = value
         if record.exc_info and record.exc_info[0] is not None:
@@ -82,6 +96,12 @@ class TextFormatter(logging.Formatter):
 
 def configure(log_format: str = "json", level: str = "INFO") -> None:
     """Send hub's logs to stderr in the chosen format (idempotent)."""
+    # what neither formatter writes is not gathered for each record either: the caller's file
+    # and line (a walk up the stack), thread, process (see "Optimization" in the logging HOWTO)
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     root = logging.getLogger("hub")
