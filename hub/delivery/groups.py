@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from redis.exceptions import RedisError
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, bindparam, or_, select, update
 
 from hub.core.context import JobContext
 from hub.core.crypto import DecryptionError
@@ -63,7 +63,7 @@ class Group:
     items: list[Item] = field(default_factory=list)
 
 
-def takeable(now: datetime) -> Any:
+def _takeable(now: Any, soon: Any) -> Any:
     return and_(
         or_(
             WebhookDelivery.status.in_(TAKEABLE),
@@ -72,11 +72,56 @@ def takeable(now: datetime) -> Any:
                 WebhookDelivery.lease_expires_at < now,
             ),
         ),
-        or_(
-            WebhookDelivery.next_attempt_at.is_(None),
-            WebhookDelivery.next_attempt_at <= now + timedelta(seconds=1),
-        ),
+        or_(WebhookDelivery.next_attempt_at.is_(None), WebhookDelivery.next_attempt_at <= soon),
     )
+
+
+SOON = timedelta(seconds=1)  # a delivery due this close is taken now
+
+
+def takeable(now: datetime) -> Any:
+    """The deliveries a job may lease at `now`."""
+    return _takeable(now, now + SOON)
+
+
+# the same, for statements built once: with takeable_at(now)'s parameters
+TAKEABLE_NOW = _takeable(bindparam("b_now"), bindparam("b_soon"))
+
+
+def takeable_at(now: datetime) -> dict[str, datetime]:
+    """The parameters of TAKEABLE_NOW at `now`."""
+    return {"b_now": now, "b_soon": now + SOON}
+
+
+# a deliver chunk's lease and read-back, built once (building costs more CPU than running them)
+_LEASE = (
+    update(WebhookDelivery)
+    .where(WebhookDelivery.id.in_(bindparam("b_ids", expanding=True)), TAKEABLE_NOW)
+    .values(
+        status=DeliveryStatus.DELIVERING,
+        lease_expires_at=bindparam("b_token"),
+        updated_at=bindparam("b_now"),
+    )
+)
+_LEASED = (
+    select(
+        WebhookDelivery.id,
+        WebhookDelivery.event_id,
+        WebhookDelivery.tenant_id,
+        WebhookDelivery.endpoint,
+        WebhookDelivery.queue,
+        WebhookDelivery.attempts,
+        WebhookDelivery.correlation_id,
+        WebhookDelivery.last_error,
+        WebhookDelivery.request,
+    )
+    .where(
+        WebhookDelivery.id.in_(bindparam("b_ids", expanding=True)),
+        WebhookDelivery.status == DeliveryStatus.DELIVERING,
+        WebhookDelivery.lease_expires_at == bindparam("b_token"),
+    )
+    .order_by(WebhookDelivery.id)  # oldest first (ids sort by creation time)
+)
 
 
 def claim(
@@ -90,33 +135,12 @@ def claim(
     with ctx.engine.begin() as conn:
         for group in groups:
             conn.execute(
-                update(WebhookDelivery)
-                .where(WebhookDelivery.id.in_(group.ids + group.over), takeable(now))
-                .values(
-                    status=DeliveryStatus.DELIVERING, lease_expires_at=group.token, updated_at=now
-                )
+                _LEASE,
+                {"b_ids": group.ids + group.over, "b_token": group.token, **takeable_at(now)},
             )
         for group in groups:
             rows.extend(
-                conn.execute(
-                    select(
-                        WebhookDelivery.id,
-                        WebhookDelivery.event_id,
-                        WebhookDelivery.tenant_id,
-                        WebhookDelivery.endpoint,
-                        WebhookDelivery.queue,
-                        WebhookDelivery.attempts,
-                        WebhookDelivery.correlation_id,
-                        WebhookDelivery.last_error,
-                        WebhookDelivery.request,
-                    )
-                    .where(
-                        WebhookDelivery.id.in_(group.ids + group.over),
-                        WebhookDelivery.status == DeliveryStatus.DELIVERING,
-                        WebhookDelivery.lease_expires_at == group.token,
-                    )
-                    .order_by(WebhookDelivery.id)  # oldest first (ids sort by creation time)
-                ).all()
+                conn.execute(_LEASED, {"b_ids": group.ids + group.over, "b_token": group.token})
             )
     return groups, rows
 

@@ -18,7 +18,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from concurrent.futures import Future
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from hub.core import clock
 from hub.core.context import JobContext
@@ -26,6 +26,7 @@ from hub.core.models import EndpointPause, Tenant, WebhookDelivery
 from hub.core.settings import Settings
 from hub.delivery import pauses
 from hub.delivery.groups import (
+    TAKEABLE_NOW,
     Group,
     Routed,
     admit,
@@ -35,6 +36,7 @@ from hub.delivery.groups import (
     prepare,
     send_group,
     takeable,
+    takeable_at,
 )
 from hub.delivery.lanes import margin
 from hub.delivery.outcomes import Item, finish_safely
@@ -42,6 +44,20 @@ from hub.delivery.runtime import DeliveryRuntime, runtime
 
 CHUNK = 100  # deliveries leased and sent together
 MAX_ENDPOINT_TIMEOUT = 300.0  # EndpointConfig's bound
+
+# a chunk's deliveries still to take, with their endpoint's pause and tenant's state (built once)
+_HEADS = (
+    select(
+        WebhookDelivery.id,
+        WebhookDelivery.endpoint,
+        WebhookDelivery.tenant_id,
+        EndpointPause.endpoint.is_not(None).label("paused"),
+        Tenant.active,
+    )
+    .join(Tenant, Tenant.id == WebhookDelivery.tenant_id)
+    .outerjoin(EndpointPause, EndpointPause.endpoint == WebhookDelivery.endpoint)
+    .where(WebhookDelivery.id.in_(bindparam("b_ids", expanding=True)), TAKEABLE_NOW)
+)
 
 
 def job_timeout_floor(settings: Settings) -> int:
@@ -81,18 +97,7 @@ def _deliver_chunk(
     counts: Counter[str] = Counter()
     now = clock.now(ctx.engine)  # leases are compared on every host: the database's clock
     with ctx.engine.connect() as conn:  # with its endpoint's pause and its tenant's state
-        heads = conn.execute(
-            select(
-                WebhookDelivery.id,
-                WebhookDelivery.endpoint,
-                WebhookDelivery.tenant_id,
-                EndpointPause.endpoint.is_not(None).label("paused"),
-                Tenant.active,
-            )
-            .join(Tenant, Tenant.id == WebhookDelivery.tenant_id)
-            .outerjoin(EndpointPause, EndpointPause.endpoint == WebhookDelivery.endpoint)
-            .where(WebhookDelivery.id.in_(ids), takeable(now))
-        ).all()
+        heads = conn.execute(_HEADS, {"b_ids": ids, **takeable_at(now)}).all()
     counts["skipped"] = len(ids) - len(heads)
     inactive = {row.tenant_id for row in heads if not row.active}
     if any(row.paused for row in heads):  # they wait, untried (hub.delivery.pauses)

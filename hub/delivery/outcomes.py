@@ -150,9 +150,7 @@ def _finish(ctx: JobContext, items: list[Item], token: datetime) -> Counter[str]
     decisions = [_decide(item, now) for item in items]
     counts: Counter[str] = Counter()
     with ctx.engine.begin() as conn:
-        held = set(
-            conn.scalars(_HELD, {"b_ids": [d.item.id for d in decisions], "b_token": token})
-        )
+        held = set(conn.scalars(_HELD, {"b_ids": [d.item.id for d in decisions], "b_token": token}))
         _insert_attempts(conn, decisions)
         mine = [d for d in decisions if d.item.id in held]
         for lost in (d for d in decisions if d.item.id not in held):
