@@ -144,8 +144,6 @@ def run_worker(
         check_redis(redis, settings)
     ctx = context.WorkerContext.from_settings(settings)
     context.install(ctx)
-    importlib.import_module("workers.jobs")  # the job code, loaded before the collector settles
-    collector.settle()
     outage = Outage(log, "worker", "redis")
     rq_filter = _OutageFilter()
     rq_filter.outage = outage
@@ -166,6 +164,10 @@ def run_worker(
                     convert_pickled_jobs(redis)  # jobs an older hub pickled, before any is taken
                 except (RedisError, OSError):
                     continue  # Redis went again: wait for it once more
+                # the job code loaded, then the collector settled (hub.core.collector): once,
+                # and only now, so that a worker started while Redis is away says so at once
+                importlib.import_module("workers.jobs")
+                collector.settle()
             worker = HubWorker(
                 [get_queue(redis, q) for q in queues],
                 connection=redis,
