@@ -28,11 +28,11 @@ from hub.core.settings import Settings
 from hub.local.processes import (
     HUB,
     Child,
-    first_exited,
     free_port,
     stop_all,
     tree_cpu_seconds,
     wait_http_ok,
+    wait_until,
 )
 
 Progress = Callable[[str], None]
@@ -64,14 +64,12 @@ def _epoch(moment: datetime) -> float:
 def _wait_for_workers(redis: Redis, count: int, kids: list[Child], timeout: float = 60.0) -> None:
     """Wait until `count` workers have registered with RQ (a worker does once its job code is
     loaded, hub.core.collector); HubError when a child exits or time runs out."""
-    deadline = time.monotonic() + timeout
-    while Worker.count(connection=redis) < count:
-        dead = first_exited(kids)
-        if dead is not None:
-            raise HubError(f"{dead.name} exited with code {dead.exit_code()}")
-        if time.monotonic() > deadline:
-            raise HubError(f"the {count} workers did not start within {timeout:.0f}s")
-        time.sleep(0.1)
+    wait_until(
+        lambda: Worker.count(connection=redis) >= count,
+        f"the {count} workers did not start",
+        kids,
+        timeout,
+    )
 
 
 def bench_e2e(

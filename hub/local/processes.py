@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import click
@@ -76,20 +76,32 @@ def first_exited(children: Sequence[Child]) -> Child | None:
     return next((c for c in children if c.exit_code() is not None), None)
 
 
-def wait_http_ok(url: str, children: Sequence[Child], timeout: float = 30.0) -> None:
-    """Wait until `url` answers 200; HubError when a child exits or time runs out."""
+def wait_until(
+    ready: Callable[[], bool], what: str, children: Sequence[Child], timeout: float = 30.0
+) -> None:
+    """Wait until `ready()`; HubError when a child exits, or "`what` within `timeout`s" when
+    time runs out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         dead = first_exited(children)
         if dead is not None:
             raise HubError(f"{dead.name} exited with code {dead.exit_code()}")
-        try:
-            if httpx.get(url, timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
+        if ready():
+            return
         time.sleep(0.1)
-    raise HubError(f"{url} did not answer within {timeout:.0f}s")
+    raise HubError(f"{what} within {timeout:.0f}s")
+
+
+def wait_http_ok(url: str, children: Sequence[Child], timeout: float = 30.0) -> None:
+    """Wait until `url` answers 200; HubError when a child exits or time runs out."""
+
+    def answers() -> bool:
+        try:
+            return httpx.get(url, timeout=1.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(answers, f"{url} did not answer", children, timeout)
 
 
 def stop_all(children: Sequence[Child], grace: float = GRACE_SECONDS) -> None:
