@@ -14,7 +14,6 @@ database; the leases decide what happens to the rest (the sweeper hands expired 
 
 from __future__ import annotations
 
-import importlib
 import logging
 import signal
 import threading
@@ -54,6 +53,7 @@ class HubWorker(SimpleWorker):
     stop request never needs Redis, and whose Redis failures go to one `Outage`."""
 
     min_job_timeout = 0
+    settled = False  # the process's collector settled (hub.core.collector), after a first job
 
     def __init__(
         self,
@@ -77,6 +77,9 @@ class HubWorker(SimpleWorker):
             super().execute_job(job, queue)
         finally:
             self.busy = False
+            if not HubWorker.settled:  # the job code is loaded now: out of the collector's way
+                HubWorker.settled = True
+                collector.settle()
 
     def work(self, *args: Any, **kwargs: Any) -> bool:
         """RQ's loop; with `burst`, it returns once the sends its jobs handed to endpoint lanes
@@ -164,10 +167,6 @@ def run_worker(
                     convert_pickled_jobs(redis)  # jobs an older hub pickled, before any is taken
                 except (RedisError, OSError):
                     continue  # Redis went again: wait for it once more
-                # the job code loaded, then the collector settled (hub.core.collector): once,
-                # and only now, so that a worker started while Redis is away says so at once
-                importlib.import_module("workers.jobs")
-                collector.settle()
             worker = HubWorker(
                 [get_queue(redis, q) for q in queues],
                 connection=redis,

@@ -62,8 +62,8 @@ def _epoch(moment: datetime) -> float:
 
 
 def _wait_for_workers(redis: Redis, count: int, kids: list[Child], timeout: float = 60.0) -> None:
-    """Wait until `count` workers have registered with RQ (a worker does once its job code is
-    loaded, hub.core.collector); HubError when a child exits or time runs out."""
+    """Wait until `count` workers have registered with RQ (their start is not timed as latency);
+    HubError when a child exits or time runs out."""
     wait_until(
         lambda: Worker.count(connection=redis) >= count,
         f"the {count} workers did not start",
@@ -114,7 +114,7 @@ def bench_e2e(
                 kid.start(env, quiet=True)
             wait_http_ok(f"http://127.0.0.1:{web_port}/health", kids)
             wait_http_ok(f"http://127.0.0.1:{target_port}/_records", kids)
-            _wait_for_workers(s.redis, workers, kids)  # started and warm: not timed as latency
+            _wait_for_workers(s.redis, workers, kids)  # started: their start is not timed
 
             pacing = f" at {rate:g}/s" if rate else ""
             progress(
