@@ -91,6 +91,34 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield server.url
 
 
+@pytest.fixture(params=["pymysql", "mysqldb"])
+def mysql_driver(request: pytest.FixtureRequest, database_url: str) -> str:
+    """Each MySQL driver in turn (a test taking it runs once per driver): PyMySQL, always
+    installed, and mysqlclient, which a bare mysql:// URL takes where it installs (CI installs
+    it: missing there, the test fails). Skips without a MySQL test database."""
+    if make_url(database_url).get_backend_name() not in ("mysql", "mariadb"):
+        pytest.skip("a MySQL driver's behaviour: needs HUB_TEST_DATABASE_URL=mysql://...")
+    if request.param == "mysqldb":
+        require_mysqlclient()
+    return str(request.param)
+
+
+def require_mysqlclient() -> None:
+    """mysqlclient must be importable (CI installs it; a laptop may not have it: skip there)."""
+    try:
+        import MySQLdb  # noqa: F401
+    except ImportError:
+        unavailable("mysqlclient is not installed: pip install -e '.[test,mysqlclient]'")
+
+
+def with_mysql_driver(settings: Settings, driver: str) -> Settings:
+    """`settings` with its MySQL URL pinned to `driver` (`pymysql` or `mysqldb`)."""
+    assert settings.database_url is not None
+    url = make_url(settings.database_url)
+    url = url.set(drivername=f"{url.get_backend_name()}+{driver}")
+    return settings.model_copy(update={"database_url": url.render_as_string(hide_password=False)})
+
+
 @pytest.fixture(scope="session")
 def migrated_engine(database_url: str) -> Iterator[Engine]:
     try:

@@ -6,9 +6,12 @@ round trip a transaction does not need: a connection is pinged on checkout only 
 `PING_IDLE` seconds (a busy process does not ping before each transaction, and a dead
 connection found later fails its statement and is replaced, as the pool invalidates on a
 disconnect), and it is rolled back on return only when the driver says a transaction is still
-open (not after every commit). With PyMySQL, a naive datetime is written as its `isoformat`
-(`_pymysql_conversions`): the same literal as PyMySQL's own, at a tenth of its CPU; and an engine
-may be built to take several statements per query (`multi_statements`, the web's group commit).
+open (not after every commit; mysqlclient says nothing, so there only when no commit ended it).
+The MySQL driver is the URL's (`mysql+pymysql://`, `mysql+mysqldb://`); a bare `mysql://` takes
+the fastest one installed (`with_driver`): mysqlclient, else PyMySQL. With PyMySQL, a naive
+datetime is written as its `isoformat` (`_pymysql_conversions`): the same literal as PyMySQL's
+own, at a tenth of its CPU. On either, an engine may be built to take several statements per
+query (`multi_statements`, the web's group commit).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import weakref
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import (
     ArgumentError,
     DisconnectionError,
@@ -42,12 +45,12 @@ def create_db_engine(
 ) -> Engine:
     """Build the engine for `settings`; a malformed URL raises SettingError naming the setting.
 
-    `multi_statements`: on PyMySQL, connections that accept several statements in one query
+    `multi_statements`: on MySQL, connections that accept several statements in one query
     (`allows_multi_statements`), for the web's group commit, whose statements carry no value
     that is not hub's own literal (hub.core.inserts): one round trip per commit."""
     url_text = settings.effective_database_url
     try:
-        url = make_url(url_text)
+        url = with_driver(make_url(url_text))
     except ArgumentError as exc:
         raise SettingError("HUB_DATABASE_URL", f"not a database URL ({exc})") from exc
 
@@ -72,6 +75,11 @@ def create_db_engine(
 
                 kwargs["connect_args"]["client_flag"] = CLIENT.MULTI_STATEMENTS
                 multi = True
+        elif url.get_driver_name() == "mysqldb" and multi_statements:
+            from MySQLdb.constants import CLIENT as MYSQLDB_CLIENT
+
+            kwargs["connect_args"]["client_flag"] = MYSQLDB_CLIENT.MULTI_STATEMENTS
+            multi = True
     kwargs.update(overrides)
     try:
         engine = create_engine(url, **kwargs)
@@ -85,6 +93,25 @@ def create_db_engine(
     elif url.get_backend_name() in ("mysql", "mariadb") and not kwargs.get("pool_pre_ping"):
         _economical_pool(engine)
     return engine
+
+
+def with_driver(url: URL) -> URL:
+    """`url` with its MySQL driver named: as given (`mysql+pymysql://`, `mysql+mysqldb://`), or
+    for a bare `mysql://` / `mariadb://` the fastest one installed: mysqlclient (C; `pip install
+    'hub[mysqlclient]'`), else PyMySQL (pure Python, always installed)."""
+    if url.get_backend_name() not in ("mysql", "mariadb") or "+" in url.drivername:
+        return url
+    return url.set(drivername=f"{url.get_backend_name()}+{fastest_mysql_driver()}")
+
+
+def fastest_mysql_driver() -> str:
+    """`mysqldb` (mysqlclient, C) when it imports, else `pymysql`: reading a routing job's rows
+    costs the C driver about half the CPU (README, Performance)."""
+    try:
+        import MySQLdb  # noqa: F401
+    except ImportError:
+        return "pymysql"
+    return "mysqldb"
 
 
 def _pymysql_conversions() -> dict[Any, Any]:
@@ -105,7 +132,7 @@ def _pymysql_conversions() -> dict[Any, Any]:
 
 def allows_multi_statements(engine: Engine) -> bool:
     """Whether `engine`'s connections take several statements in one query (built with
-    `create_db_engine(multi_statements=True)` on PyMySQL)."""
+    `create_db_engine(multi_statements=True)` on MySQL)."""
     return engine in _multi_statement_engines
 
 
@@ -115,6 +142,7 @@ _multi_statement_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
 def _economical_pool(engine: Engine) -> None:
     """Ping on checkout only after a rest; roll back on return only an open transaction."""
     ping = engine.dialect.do_ping
+    silent_driver = engine.dialect.driver == "mysqldb"  # no server_status to look at
 
     def rested(_dbapi_connection: Any, record: Any) -> None:
         record.info["rested_at"] = time.monotonic()
@@ -138,6 +166,8 @@ def _economical_pool(engine: Engine) -> None:
         status = getattr(dbapi_connection, "server_status", None)
         if committed and status is not None and not status & _IN_TRANSACTION:
             return  # committed, and the server says no transaction is open
+        if committed and status is None and silent_driver:
+            return  # committed; mysqlclient keeps no status (SQLAlchemy rolled back its own)
         dbapi_connection.rollback()  # anything else (a raw connection, an unknown driver)
 
     event.listen(engine, "commit", committed)

@@ -127,7 +127,7 @@ def test_on_mysql_strings_and_bytes_are_hex_literals_and_nothing_is_escaped(
     engine: Engine, probe: Table, database_url: str
 ) -> None:
     if not database_url.startswith("mysql"):
-        pytest.skip("the literal insert is MySQL's: needs HUB_TEST_DATABASE_URL=mysql+pymysql")
+        pytest.skip("the literal insert is MySQL's: needs HUB_TEST_DATABASE_URL=mysql://...")
     row = _row("x", label="it's", blob=b"\x00\xff", at=dt.datetime(2026, 1, 2, 3, 4, 5, 6), n=7)
     row["status"] = EventStatus.QUEUED
     with engine.connect() as conn:
@@ -143,7 +143,7 @@ def test_a_value_with_no_sql_literal_is_refused_and_nothing_is_stored(
     engine: Engine, probe: Table, database_url: str
 ) -> None:
     if not database_url.startswith("mysql"):
-        pytest.skip("the literal insert is MySQL's: needs HUB_TEST_DATABASE_URL=mysql+pymysql")
+        pytest.skip("the literal insert is MySQL's: needs HUB_TEST_DATABASE_URL=mysql://...")
     with pytest.raises(ValueError, match="nan"), engine.begin() as conn:
         insert_rows(conn, probe, [_row("x"), _row("y", ratio=float("nan"))])
     with pytest.raises(TypeError, match="no SQL literal for a object"), engine.begin() as conn:
@@ -155,8 +155,8 @@ def test_a_value_with_no_sql_literal_is_refused_and_nothing_is_stored(
 def test_strings_follow_the_servers_no_backslash_escapes_mode(
     engine: Engine, probe: Table, database_url: str
 ) -> None:
-    if "pymysql" not in database_url:
-        pytest.skip("a MySQL sql_mode: needs HUB_TEST_DATABASE_URL=mysql+pymysql")
+    if not database_url.startswith("mysql"):
+        pytest.skip("a MySQL sql_mode: needs HUB_TEST_DATABASE_URL=mysql://...")
     rows = [_row(f"s{i}", label=value) for i, value in enumerate(AWKWARD)]
     with engine.begin() as conn:
         conn.execute(text("SET SESSION sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES')"))

@@ -34,6 +34,7 @@ from hub.ingress.events import (
 from hub.ingress.relay import relay_received, requeue_lost
 from hub.ingress.writer import MARK_DELAY, EventWriter
 from hub.local.processes import free_port as closed_port
+from tests.conftest import with_mysql_driver
 from tests.faults import database_proxy
 
 
@@ -124,35 +125,64 @@ def test_the_database_down_raises_database_unavailable_and_stores_nothing(
 
 
 @pytest.fixture
-def one_trip(settings: Settings, database_url: str) -> Iterator[Engine]:
-    """An engine like the web's writer: its connections take several statements at once."""
-    if not database_url.startswith("mysql"):
-        pytest.skip("one round trip per commit is MySQL's: needs HUB_TEST_DATABASE_URL=mysql...")
-    engine = create_db_engine(settings, pool_size=2, multi_statements=True)
+def one_trip(settings: Settings, mysql_driver: str) -> Iterator[Engine]:
+    """An engine like the web's writer (its connections take several statements at once), on
+    each MySQL driver in turn."""
+    engine = create_db_engine(
+        with_mysql_driver(settings, mysql_driver), pool_size=2, multi_statements=True
+    )
     yield engine
     engine.dispose()
 
 
 class Commands:
-    """The commands PyMySQL sends to the server (each a round trip), counted."""
+    """The commands the driver sends to the server (each a round trip), counted."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, driver: str) -> None:
         self.sent: list[str] = []
+        if driver == "mysqldb":  # statements go through query(); commit() is a call of its own
+            import MySQLdb.connections
+
+            connection_class = MySQLdb.connections.Connection
+            query, commit = connection_class.query, connection_class.commit
+
+            def counted_query(conn: Any, sql: Any) -> Any:
+                self._note(sql)
+                return query(conn, sql)
+
+            def counted_commit(conn: Any) -> Any:
+                self.sent.append("COMMIT")
+                return commit(conn)
+
+            monkeypatch.setattr(connection_class, "query", counted_query)
+            monkeypatch.setattr(connection_class, "commit", counted_commit)
+            return
         original = pymysql.connections.Connection._execute_command
 
         def counted(conn: Any, command: int, sql: Any) -> Any:
-            text = sql.decode(errors="replace") if isinstance(sql, bytes) else str(sql)
-            self.sent.append(text.split(" ", 1)[0].upper())
+            self._note(sql)
             return original(conn, command, sql)
 
         monkeypatch.setattr(pymysql.connections.Connection, "_execute_command", counted)
 
+    def _note(self, sql: Any) -> None:
+        text = sql.decode(errors="replace") if isinstance(sql, bytes) else str(sql)
+        self.sent.append(text.split(" ", 1)[0].upper())
+
 
 def test_a_group_commit_with_marks_is_one_round_trip_on_the_writer_engine(
-    engine: Engine, one_trip: Engine, tenant_id: int, monkeypatch: pytest.MonkeyPatch
+    settings: Settings,
+    engine: Engine,
+    one_trip: Engine,
+    mysql_driver: str,
+    tenant_id: int,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     earlier = store_event(one_trip, new(tenant_id, "earlier"))  # also warms the pool
-    commands = Commands(monkeypatch)
+    pooled = create_db_engine(with_mysql_driver(settings, mysql_driver), pool_size=1)
+    with pooled.connect() as conn:  # warmed too: the dialect's first-connect queries
+        conn.execute(select(1))
+    commands = Commands(monkeypatch, mysql_driver)
 
     results = store_events(
         one_trip, [new(tenant_id, "a"), new(tenant_id, "b")], mark=[earlier.event_id]
@@ -160,7 +190,8 @@ def test_a_group_commit_with_marks_is_one_round_trip_on_the_writer_engine(
 
     assert commands.sent == ["UPDATE"], commands.sent  # UPDATE ...; INSERT ...; COMMIT at once
     commands.sent.clear()  # the pooled engine: a round trip per statement
-    store_events(engine, [new(tenant_id, "c")], mark=[results[0].event_id])
+    store_events(pooled, [new(tenant_id, "c")], mark=[results[0].event_id])
+    pooled.dispose()
     assert commands.sent == ["UPDATE", "INSERT", "COMMIT"], commands.sent
     assert all(r.created for r in results)
     statuses = {r.external_id: r.status for r in stored_rows(engine)}
@@ -204,14 +235,15 @@ def test_a_7_mib_event_fits_one_statement_under_the_servers_16_mib_packet_limit(
 
 
 def test_the_writer_engine_survives_a_database_cut_and_commits_again_once_it_is_back(
-    settings: Settings, database_url: str, engine: Engine, tenant_id: int
+    settings: Settings, mysql_driver: str, database_url: str, engine: Engine, tenant_id: int
 ) -> None:
     """Through a loopback proxy: while the server is cut every group commit is refused and
     stores nothing; once it is back the dropped connection is replaced and commits go on."""
-    if not database_url.startswith("mysql"):
-        pytest.skip("needs a database server to cut (HUB_TEST_DATABASE_URL=mysql...)")
     with database_proxy(database_url) as proxy:
-        through = settings.model_copy(update={"database_url": proxy.url_for(database_url)})
+        through = with_mysql_driver(
+            settings.model_copy(update={"database_url": proxy.url_for(database_url)}),
+            mysql_driver,
+        )
         writer = create_db_engine(through, pool_size=2, multi_statements=True)
         try:
             (first,) = store_events(writer, [new(tenant_id, "before")])

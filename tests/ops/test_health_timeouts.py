@@ -11,6 +11,7 @@ from starlette.testclient import TestClient
 
 from hub.app import create_app
 from hub.core.settings import Settings
+from tests.conftest import require_mysqlclient
 
 
 @pytest.fixture
@@ -40,11 +41,14 @@ def silent_port() -> Iterator[int]:
     server.close()
 
 
+@pytest.mark.parametrize("driver", ["pymysql", "mysqldb"])
 def test_a_hung_database_is_reported_down_without_waiting_for_its_timeout(
-    settings: Settings, silent_port: int
+    settings: Settings, silent_port: int, driver: str
 ) -> None:
+    if driver == "mysqldb":
+        require_mysqlclient()
     hung = settings.model_copy(
-        update={"database_url": f"mysql+pymysql://hub@127.0.0.1:{silent_port}/hub"}
+        update={"database_url": f"mysql+{driver}://hub@127.0.0.1:{silent_port}/hub"}
     )
     with TestClient(create_app(hung)) as client:
         response = client.get("/health")
