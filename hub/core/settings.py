@@ -29,7 +29,10 @@ class Settings(BaseSettings):
 
     database_url: str | None = Field(
         default=None,
-        description="mysql+pymysql://user:pw@host/hub or sqlite:///path; unset: SQLite in data_dir",
+        description=(
+            "mysql://user:pw@host/hub (mysqlclient where installed, else PyMySQL) or "
+            "sqlite:///path; unset: SQLite in data_dir"
+        ),
     )
     redis_url: str | None = Field(
         default=None,
