@@ -1,6 +1,6 @@
 """Adapters: the one place a delivery leaves hub, behind `Adapter.send(request, endpoint, ...)`.
 
-- webhook: HTTP on urllib3 with a kept-alive connection per sending thread (hub.delivery.senders),
+- webhook: HTTP on libcurl with a kept-alive connection per sending thread (hub.delivery.senders),
   signed per Standard Webhooks (`webhook-id` = the delivery id, the same on every retry);
 - zapi: Z-API's `POST {base}/instances/{instance}/token/{token}/send-text` with `Client-Token`;
 - email: SMTP (smtplib), STARTTLS and login when configured.
@@ -8,9 +8,9 @@
 The other kinds live in their own modules (whatsapp_cloud, amqp, calendar); hub.delivery.kinds
 holds one adapter per kind for a process. Each returns an `Outcome`: delivered, retry (worth
 another attempt) or dead (permanent), with the status code, a short excerpt of the answer and an
-error class. Only the adapters catch `urllib3.*`, `httpx.*`, `smtplib.*` and `pika.*`
-exceptions; none raises for a failed send. `ClientPool` keeps the httpx clients of the Calendar
-adapter, whose OAuth client is built on httpx.
+error class. Only the adapters catch the senders' `SendFailed`, `httpx.*`, `smtplib.*` and
+`pika.*` exceptions; none raises for a failed send. `ClientPool` keeps the httpx clients of the
+Calendar adapter, whose OAuth client is built on httpx.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from typing import Any, Protocol
 
 import httpx
 import orjson
-import urllib3
 
 from hub.core import envrefs
 from hub.core.errors import ConfigError, EgressRefused
@@ -35,7 +34,7 @@ from hub.core.signing import sign_standard_webhooks, signing_key
 from hub.delivery.egress import EgressPolicy, GuardedBackend
 from hub.delivery.endpoints import EndpointConfig
 from hub.delivery.retry import RETRY_AFTER_STATUS, is_retryable_status, parse_retry_after
-from hub.delivery.senders import USER_AGENT, Answer, Senders, tls_context
+from hub.delivery.senders import USER_AGENT, Answer, Senders, SendFailed, tls_context
 
 EXCERPT_CHARS = 200
 
@@ -155,22 +154,11 @@ def transport_failure(exc: httpx.HTTPError) -> Outcome:
     )
 
 
-def send_failure(exc: urllib3.exceptions.HTTPError) -> Outcome:
-    """A send on urllib3 that got no answer."""
-    timed_out = isinstance(exc, urllib3.exceptions.TimeoutError)
-    if timed_out and not isinstance(exc, urllib3.exceptions.NewConnectionError):  # a subclass
-        return Outcome(
-            Verdict.RETRY, error_class="timeout", error=f"timeout ({type(exc).__name__})"
-        )
-    if isinstance(exc, urllib3.exceptions.LocationValueError | urllib3.exceptions.URLSchemeUnknown):
-        # not str(exc): it may quote the URL, and a Z-API URL carries its token
-        return Outcome(Verdict.DEAD, error_class="invalid_url", error=type(exc).__name__)
-    reason = exc.__cause__ or exc  # the socket's or TLS's own error, without the pool's name
-    return Outcome(
-        Verdict.RETRY,
-        error_class="connection_error",
-        error=f"{type(reason).__name__}: {str(reason)[:160]}",
-    )
+def send_failure(exc: SendFailed) -> Outcome:
+    """A send that got no answer: a timeout or a connection error is worth another attempt, a
+    URL that cannot be sent to is not."""
+    verdict = Verdict.DEAD if exc.kind == "invalid_url" else Verdict.RETRY
+    return Outcome(verdict, error_class=exc.kind, error=exc.message)
 
 
 def egress_failure(exc: EgressRefused) -> Outcome:
@@ -254,7 +242,7 @@ def send_http(
     the egress policy)."""
     try:
         return senders.send(method, url, headers, body, timeout)
-    except urllib3.exceptions.HTTPError as exc:
+    except SendFailed as exc:
         return send_failure(exc)
     except EgressRefused as exc:
         return egress_failure(exc)

@@ -7,10 +7,11 @@ points an endpoint at an internal service must be allowed on purpose. `HUB_EGRES
 what an operator wants: CIDRs (`10.20.0.0/16`) or host names (`crm.internal`), comma-separated
 or as a JSON list. `hub up`'s demo mode allows the demo sink.
 
-The check is made on the address actually connected to: `GuardedBackend` (httpx) and
-`guarded_pools` (urllib3) resolve the host themselves, check every address, and connect to a
-checked address (TLS still verifies the host name), so a name that resolves to a public
-address when checked and to a private one when connecting (DNS rebinding) cannot get through.
+The check is made on the address actually connected to: `GuardedBackend` (httpx) resolves the
+host itself, checks every address and connects to a checked one, and the curl senders
+(hub.delivery.senders) hand curl the checked addresses and refuse any other socket (TLS still
+verifies the host name), so a name that resolves to a public address when checked and to a
+private one when connecting (DNS rebinding) cannot get through.
 SMTP connects the same way (`EgressPolicy.connect`). A refusal raises EgressRefused before any
 packet is sent; the adapters make it a permanent failure with the reason.
 """
@@ -25,9 +26,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpcore
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from hub.core.errors import EgressRefused, SettingError
 
@@ -155,35 +153,3 @@ class GuardedBackend(httpcore.SyncBackend):
                 last = exc
         assert last is not None
         raise last
-
-
-def guarded_pools(
-    policy: EgressPolicy,
-) -> tuple[type[HTTPConnectionPool], type[HTTPSConnectionPool]]:
-    """urllib3's pool classes for http and https, connecting only where `policy` allows."""
-
-    def connect(conn: HTTPConnection) -> socket.socket:
-        try:
-            sock = policy.connect(conn._dns_host, conn.port, conn.timeout)  # EgressRefused
-        except TimeoutError as exc:
-            raise ConnectTimeoutError(conn, f"connect to {conn.host} timed out") from exc
-        except OSError as exc:
-            raise NewConnectionError(conn, f"cannot connect to {conn.host}: {exc}") from exc
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return sock
-
-    class Plain(HTTPConnection):
-        def _new_conn(self) -> socket.socket:
-            return connect(self)
-
-    class Secure(HTTPSConnection):
-        def _new_conn(self) -> socket.socket:
-            return connect(self)
-
-    class PlainPool(HTTPConnectionPool):
-        ConnectionCls = Plain
-
-    class SecurePool(HTTPSConnectionPool):
-        ConnectionCls = Secure
-
-    return PlainPool, SecurePool

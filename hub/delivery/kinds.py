@@ -31,7 +31,7 @@ class Adapters:
         redis: Redis | None = None,
         egress: EgressPolicy | None = None,
     ) -> None:
-        self.senders = Senders(egress)  # webhook, zapi, whatsapp_cloud: urllib3
+        self.senders = Senders(egress)  # webhook, zapi, whatsapp_cloud: libcurl
         self.clients = ClientPool(max_connections, egress)  # google_calendar: httpx (authlib)
         self.amqp = AmqpAdapter()
         self._by_kind: dict[EndpointKind, Adapter] = {
