@@ -9,8 +9,7 @@ The other kinds live in their own modules (whatsapp_cloud, amqp, calendar); hub.
 holds one adapter per kind for a process. Each returns an `Outcome`: delivered, retry (worth
 another attempt) or dead (permanent), with the status code, a short excerpt of the answer and an
 error class. Only the adapters catch the senders' `SendFailed`, `httpx.*`, `smtplib.*` and
-`pika.*` exceptions; none raises for a failed send. `ClientPool` keeps the httpx clients of the
-Calendar adapter, whose OAuth client is built on httpx.
+`pika.*` exceptions; none raises for a failed send.
 """
 
 from __future__ import annotations
@@ -19,22 +18,20 @@ import enum
 import smtplib
 import socket
 import ssl
-import threading
 import time
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any, Protocol
 
-import httpx
 import orjson
 
 from hub.core import envrefs
 from hub.core.errors import ConfigError, EgressRefused
 from hub.core.signing import sign_standard_webhooks, signing_key
-from hub.delivery.egress import EgressPolicy, GuardedBackend
+from hub.delivery.egress import EgressPolicy
 from hub.delivery.endpoints import EndpointConfig
 from hub.delivery.retry import RETRY_AFTER_STATUS, is_retryable_status, parse_retry_after
-from hub.delivery.senders import USER_AGENT, Answer, Senders, SendFailed, tls_context
+from hub.delivery.senders import Answer, Senders, SendFailed
 
 EXCERPT_CHARS = 200
 
@@ -139,21 +136,6 @@ def http_outcome(status: int, excerpt: str | None, retry_after: str | None) -> O
     )
 
 
-def transport_failure(exc: httpx.HTTPError) -> Outcome:
-    if isinstance(exc, httpx.TimeoutException):
-        return Outcome(
-            Verdict.RETRY, error_class="timeout", error=f"timeout ({type(exc).__name__})"
-        )
-    if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
-        # not str(exc): it may quote the URL, and a Z-API URL carries its token
-        return Outcome(Verdict.DEAD, error_class="invalid_url", error=type(exc).__name__)
-    return Outcome(
-        Verdict.RETRY,
-        error_class="connection_error",
-        error=f"{type(exc).__name__}: {str(exc)[:160]}",
-    )
-
-
 def send_failure(exc: SendFailed) -> Outcome:
     """A send that got no answer: a timeout or a connection error is worth another attempt, a
     URL that cannot be sent to is not."""
@@ -168,71 +150,6 @@ def egress_failure(exc: EgressRefused) -> Outcome:
 
 def config_failure(exc: ConfigError) -> Outcome:
     return Outcome(Verdict.DEAD, error_class="config", error=exc.message[:200])
-
-
-class ClientPool:
-    """An `httpx.Client` per endpoint and sending thread in this process, kept across jobs (the
-    Calendar adapter's; the other HTTP kinds send on hub.delivery.senders).
-
-    A send is synchronous on its thread, so one client per thread needs one connection, kept
-    alive for that thread's next send. One client shared by an endpoint's lane of threads
-    costs more than the sends: httpcore's pool looks at each of its connections (a poll per
-    connection) for every request and every response closed, under one lock. The clients share
-    one TLS context and the egress-guarded network backend; a client whose thread has ended is
-    closed when the next is made.
-    """
-
-    def __init__(self, max_connections: int = 100, egress: EgressPolicy | None = None) -> None:
-        self._clients: dict[tuple[int, str, float], httpx.Client] = {}
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=1)
-        self._tls: ssl.SSLContext | None = None
-        self.egress = egress or EgressPolicy()
-        self._backend = GuardedBackend(self.egress)
-
-    def get(self, endpoint: str, timeout: float) -> httpx.Client:
-        mine: dict[tuple[str, float], httpx.Client] | None = getattr(self._local, "clients", None)
-        if mine is None:
-            mine = self._local.clients = {}
-        client = mine.get((endpoint, timeout))
-        if client is None:
-            client = mine[(endpoint, timeout)] = self._new(endpoint, timeout)
-        return client
-
-    def _new(self, endpoint: str, timeout: float) -> httpx.Client:
-        with self._lock:
-            if self._tls is None:
-                self._tls = tls_context()  # loading the CA bundle takes a while
-            transport = httpx.HTTPTransport(verify=self._tls, limits=self._limits)
-            # connect only where the egress policy allows (httpx has no parameter for
-            # httpcore's network backend; the pool's is replaced before any request)
-            transport._pool._network_backend = self._backend
-            client = httpx.Client(
-                transport=transport,
-                timeout=httpx.Timeout(timeout, pool=timeout),
-                follow_redirects=False,
-                headers={"User-Agent": USER_AGENT},
-            )
-            self._close_orphans()
-            key = (threading.get_ident(), endpoint, timeout)
-            if key in self._clients:  # an ended thread's, whose ident this thread reuses
-                self._clients[key].close()
-            self._clients[key] = client
-        return client
-
-    def _close_orphans(self) -> None:
-        """Close the clients of threads that have ended (a lane rebuilt, an executor shut)."""
-        alive = {thread.ident for thread in threading.enumerate()}
-        for key in [key for key in self._clients if key[0] not in alive]:
-            self._clients.pop(key).close()
-
-    def close(self) -> None:
-        with self._lock:
-            for client in self._clients.values():
-                client.close()
-            self._clients.clear()
-        self._local = threading.local()
 
 
 def send_http(

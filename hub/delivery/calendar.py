@@ -17,17 +17,24 @@ cached in Redis until a minute before they expire; a 401 drops the cached token 
 more with a fresh one; a refused refresh (invalid_grant: revoked or expired consent) is
 permanent. Calendar answers: 429 and 403 rate limits honour Retry-After, 5xx are retried, other
 4xx are permanent.
+
+This module (with httpx and authlib) is loaded by the first google_calendar send in a process
+(hub.delivery.kinds): a worker that never sends one does not carry it.
 """
 
 from __future__ import annotations
 
 import re
+import ssl
+import threading
 import warnings
+from collections.abc import Iterable
 from datetime import date, datetime
 from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
+import httpcore
 import httpx
 import orjson
 from redis import Redis
@@ -47,7 +54,6 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", authlib.deprecate.AuthlibDeprecationWarning)
     from authlib.integrations.httpx_client import OAuth2Client, OAuthError
 from hub.delivery.adapters import (
-    ClientPool,
     DeliveryRef,
     Outcome,
     OutgoingRequest,
@@ -56,14 +62,122 @@ from hub.delivery.adapters import (
     clip,
     config_failure,
     http_outcome,
-    transport_failure,
 )
+from hub.delivery.egress import EgressPolicy
 from hub.delivery.endpoints import CALENDAR_API
 from hub.delivery.retry import parse_retry_after
+from hub.delivery.senders import USER_AGENT, tls_context
 
 KEY_PROPERTY = "hubAppointmentKey"
 EXPIRY_MARGIN = 60  # seconds before expiry a cached token is no longer used
 RATE_LIMITED = re.compile(r"rateLimitExceeded|userRateLimitExceeded|quotaExceeded")
+
+
+def transport_failure(exc: httpx.HTTPError) -> Outcome:
+    if isinstance(exc, httpx.TimeoutException):
+        return Outcome(
+            Verdict.RETRY, error_class="timeout", error=f"timeout ({type(exc).__name__})"
+        )
+    if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
+        # not str(exc): it may quote the URL, and a Z-API URL carries its token
+        return Outcome(Verdict.DEAD, error_class="invalid_url", error=type(exc).__name__)
+    return Outcome(
+        Verdict.RETRY,
+        error_class="connection_error",
+        error=f"{type(exc).__name__}: {str(exc)[:160]}",
+    )
+
+
+class ClientPool:
+    """An `httpx.Client` per endpoint and sending thread in this process, kept across jobs (the
+    Calendar adapter's; the other HTTP kinds send on hub.delivery.senders).
+
+    A send is synchronous on its thread, so one client per thread needs one connection, kept
+    alive for that thread's next send. One client shared by an endpoint's lane of threads
+    costs more than the sends: httpcore's pool looks at each of its connections (a poll per
+    connection) for every request and every response closed, under one lock. The clients share
+    one TLS context and the egress-guarded network backend; a client whose thread has ended is
+    closed when the next is made.
+    """
+
+    def __init__(self, max_connections: int = 100, egress: EgressPolicy | None = None) -> None:
+        self._clients: dict[tuple[int, str, float], httpx.Client] = {}
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=1)
+        self._tls: ssl.SSLContext | None = None
+        self.egress = egress or EgressPolicy()
+        self._backend = GuardedBackend(self.egress)
+
+    def get(self, endpoint: str, timeout: float) -> httpx.Client:
+        mine: dict[tuple[str, float], httpx.Client] | None = getattr(self._local, "clients", None)
+        if mine is None:
+            mine = self._local.clients = {}
+        client = mine.get((endpoint, timeout))
+        if client is None:
+            client = mine[(endpoint, timeout)] = self._new(endpoint, timeout)
+        return client
+
+    def _new(self, endpoint: str, timeout: float) -> httpx.Client:
+        with self._lock:
+            if self._tls is None:
+                self._tls = tls_context()  # loading the CA bundle takes a while
+            transport = httpx.HTTPTransport(verify=self._tls, limits=self._limits)
+            # connect only where the egress policy allows (httpx has no parameter for
+            # httpcore's network backend; the pool's is replaced before any request)
+            transport._pool._network_backend = self._backend
+            client = httpx.Client(
+                transport=transport,
+                timeout=httpx.Timeout(timeout, pool=timeout),
+                follow_redirects=False,
+                headers={"User-Agent": USER_AGENT},
+            )
+            self._close_orphans()
+            key = (threading.get_ident(), endpoint, timeout)
+            if key in self._clients:  # an ended thread's, whose ident this thread reuses
+                self._clients[key].close()
+            self._clients[key] = client
+        return client
+
+    def _close_orphans(self) -> None:
+        """Close the clients of threads that have ended (a lane rebuilt, an executor shut)."""
+        alive = {thread.ident for thread in threading.enumerate()}
+        for key in [key for key in self._clients if key[0] not in alive]:
+            self._clients.pop(key).close()
+
+    def close(self) -> None:
+        with self._lock:
+            for client in self._clients.values():
+                client.close()
+            self._clients.clear()
+        self._local = threading.local()
+
+
+class GuardedBackend(httpcore.SyncBackend):
+    """httpcore's network backend, connecting only where the egress policy allows."""
+
+    def __init__(self, policy: EgressPolicy) -> None:
+        self.policy = policy
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        addresses = self.policy.allowed_addresses(host, port)  # EgressRefused: nothing sent
+        last: Exception | None = None
+        for address in addresses:
+            try:
+                return super().connect_tcp(
+                    address, port, timeout, local_address, socket_options or []
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                last = exc
+        assert last is not None
+        raise last
 
 
 class Permanent(Exception):

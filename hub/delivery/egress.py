@@ -7,8 +7,9 @@ points an endpoint at an internal service must be allowed on purpose. `HUB_EGRES
 what an operator wants: CIDRs (`10.20.0.0/16`) or host names (`crm.internal`), comma-separated
 or as a JSON list. `hub up`'s demo mode allows the demo sink.
 
-The check is made on the address actually connected to: `GuardedBackend` (httpx) resolves the
-host itself, checks every address and connects to a checked one, and the curl senders
+The check is made on the address actually connected to: `GuardedBackend` (the Calendar
+adapter's httpx, hub.delivery.calendar) resolves the host itself, checks every address and
+connects to a checked one, and the curl senders
 (hub.delivery.senders) hand curl the checked addresses and refuse any other socket (TLS still
 verifies the host name), so a name that resolves to a public address when checked and to a
 private one when connecting (DNS rebinding) cannot get through.
@@ -23,9 +24,6 @@ import re
 import socket
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-import httpcore
 
 from hub.core.errors import EgressRefused, SettingError
 
@@ -123,33 +121,6 @@ class EgressPolicy:
             try:
                 return socket.create_connection((address, port), timeout)
             except OSError as exc:
-                last = exc
-        assert last is not None
-        raise last
-
-
-class GuardedBackend(httpcore.SyncBackend):
-    """httpcore's network backend, connecting only where the egress policy allows."""
-
-    def __init__(self, policy: EgressPolicy) -> None:
-        self.policy = policy
-
-    def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.NetworkStream:
-        addresses = self.policy.allowed_addresses(host, port)  # EgressRefused: nothing sent
-        last: Exception | None = None
-        for address in addresses:
-            try:
-                return super().connect_tcp(
-                    address, port, timeout, local_address, socket_options or []
-                )
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 last = exc
         assert last is not None
         raise last

@@ -73,11 +73,12 @@ def test_a_typo_in_a_rule_file_is_reported_by_hub_mappings_check(
 def test_an_unset_endpoint_variable_names_the_variable_and_the_endpoint() -> None:
     from hub.delivery import adapters
     from hub.delivery.endpoints import EndpointConfig
+    from hub.delivery.senders import Senders
 
     config = EndpointConfig.model_validate(
         {"kind": "webhook", "url": "env:{TENANT}_CUIDADORES_URL"}
     )
-    pool = adapters.ClientPool()
+    pool = Senders()
     try:
         outcome = adapters.WebhookAdapter(pool).send(
             adapters.OutgoingRequest(body={"a": 1}),
