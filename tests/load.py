@@ -37,6 +37,7 @@ from hub.core.models import (
     DeliveryStatus,
     EventStatus,
     IntegrationEvent,
+    RetryQueue,
     WebhookDelivery,
 )
 from tests.delivery.conftest import TargetServer
@@ -214,6 +215,30 @@ class Account:
             lost_attempts=lost_attempts,
             in_flight=set(in_flight),
         )
+
+    def stuck(self, engine: Engine) -> list[tuple[object, ...]]:
+        """The deliveries of lost events that are not delivered, as the database has them
+        (id, status, attempts, next attempt, lease, last error, retry rows due at), and the
+        times the target received each: what a failed drain shows to explain itself."""
+        lost = self.lost
+        ids = [d for d, (e, status) in self.deliveries.items() if e in lost]
+        if not ids:
+            return []
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(
+                    WebhookDelivery.id,
+                    WebhookDelivery.status,
+                    WebhookDelivery.attempts,
+                    WebhookDelivery.next_attempt_at,
+                    WebhookDelivery.lease_expires_at,
+                    WebhookDelivery.last_error,
+                ).where(WebhookDelivery.id.in_(ids[:20]))
+            ).all()
+            retries = Counter(
+                conn.scalars(select(RetryQueue.delivery_id).where(RetryQueue.delivery_id.in_(ids)))
+            )
+        return [(*r, f"retry rows {retries[r[0]]}", f"seen {self.seen[r[0]]}") for r in rows]
 
     @property
     def lost(self) -> set[str]:

@@ -4,9 +4,14 @@ Every hub job takes one list of ids (events, deliveries, dead letters). A row wh
 job carries has lost its job (a worker SIGKILLed, Redis flushed) and goes to its queue again
 within seconds; a row whose job is only waiting behind a backlog is never enqueued twice.
 
-    waiting   ids in jobs on a queue (or between a queue and a worker), or failed jobs that
-              `requeue_failed_jobs` will enqueue again
+    waiting   ids in jobs on a queue, or failed jobs that `requeue_failed_jobs` will enqueue
+              again
     running   ids in started jobs whose worker's pulse is alive
+
+A job between a queue and a worker (a single-queue worker moves it to RQ's intermediate list,
+then into the started registry, in two steps a few milliseconds apart) counts for nothing: one
+still there, not started, after `CONFIRM_AFTER` lost its worker between the two steps (a
+SIGKILL), and RQ's own clean-up would find it only minutes later.
 
 A worker proves it is alive with a pulse: `hub:worker:pulse:<worker name>`, set every
 `PULSE_EVERY` seconds with an expiry of `PULSE_TTL` (`Pulse`, a thread of `hub worker`). A
@@ -100,8 +105,8 @@ class InFlight:
             return self._last
 
     def _read(self, redis: Redis) -> Carried:
-        waiting, started, failed = _listed(redis)
-        listed = waiting | started | failed
+        waiting, between, started, failed = _listed(redis)  # `between` read only for the ids
+        listed = waiting | between | started | failed
         self._jobs = {job_id: known for job_id, known in self._jobs.items() if job_id in listed}
         new = sorted(listed - self._jobs.keys())
         in_hand = sorted(started - waiting)
@@ -133,13 +138,15 @@ class InFlight:
                 worker = workers.get(job_id)
                 if worker and _text(worker) in alive:
                     out.running.update(ids)
-            elif _will_requeue(func_name, metas.get(job_id)):
+            elif job_id in metas and _will_requeue(func_name, metas[job_id]):
                 out.waiting.update(ids)
+            # else: between a queue and a worker, or spent: carried by nothing
         return out
 
 
-def _listed(redis: Redis) -> tuple[set[str], set[str], set[str]]:
-    """The job ids on every queue or its intermediate list, started, and failed (one pipeline)."""
+def _listed(redis: Redis) -> tuple[set[str], set[str], set[str], set[str]]:
+    """The job ids on every queue, on its intermediate list (between the queue and a worker),
+    started, and failed (one pipeline)."""
     queues = [get_queue(redis, name) for name in PRIORITY]
     with redis.pipeline(transaction=False) as pipe:
         for queue in queues:
@@ -149,15 +156,17 @@ def _listed(redis: Redis) -> tuple[set[str], set[str], set[str]]:
             pipe.zrange(queue.failed_job_registry.key, 0, -1)
         lists = pipe.execute()
     waiting: set[str] = set()
+    between: set[str] = set()
     started: set[str] = set()
     failed: set[str] = set()
     for i in range(len(queues)):
         queued, intermediate, in_started, in_failed = lists[4 * i : 4 * i + 4]
-        waiting.update(_text(v) for v in [*queued, *intermediate])
+        waiting.update(_text(v) for v in queued)
+        between.update(_text(v) for v in intermediate)
         # started registry members are "<job id>:<execution id>"
         started.update(_text(v).split(":", 1)[0] for v in in_started)
         failed.update(_text(v) for v in in_failed)
-    return waiting, started, failed
+    return waiting, between - waiting - started, started, failed
 
 
 def _alive(redis: Redis, workers: set[str]) -> set[str]:

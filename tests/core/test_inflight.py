@@ -55,6 +55,27 @@ def test_a_started_job_counts_while_its_workers_pulse_lives(redis: Redis) -> Non
     assert "dlv_1" not in seen, f"a dead worker's job still counts: {seen}"
 
 
+def test_a_job_a_worker_took_off_its_queue_but_never_started_counts_for_nothing(
+    redis: Redis,
+) -> None:
+    """A single-queue worker moves a job to RQ's intermediate list, then (milliseconds later)
+    into the started registry; killed in between, it leaves the job on that list alone. Seen
+    there, it carries nothing (the sweeper enqueues its ids again once that lasts 2 s)."""
+    inflight = InFlight(reuse=0.0)
+    queue = get_queue(redis, "retry")
+    [stranded, started] = [enqueue_ids(redis, DELIVER, "retry", [i])[0] for i in ("d1", "d2")]
+    assert inflight.carried(redis).waiting == {"d1", "d2"}
+    for _ in (stranded, started):  # what a worker's BLMOVE does, one job at a time
+        redis.lmove(queue.key, queue.intermediate_queue_key, "LEFT", "RIGHT")
+    redis.zadd(queue.started_job_registry.key, {f"{started}:execution-1": time.time() + 600})
+    redis.hset(Job.key_for(started), "worker_name", "w1")
+    redis.set(WORKER_PULSE_PREFIX + "w1", "1")
+
+    seen = inflight.carried(redis)
+    assert (seen.waiting, seen.running) == (set(), {"d2"}), seen
+    assert seen == carried(redis), "the incremental read differs from a full one"
+
+
 def test_a_failed_job_counts_while_the_sweeper_will_enqueue_it_again(redis: Redis) -> None:
     inflight = InFlight(reuse=0.0)
     queue = get_queue(redis, "default")

@@ -282,7 +282,8 @@ def test_under_supervisord_outages_and_worker_kills_stop_no_program_and_lose_no_
                 account = Account.read(ctx.engine, target, accepted, in_flight)
                 raise AssertionError(
                     f"not all delivered {RESTORE_LIMIT:.0f}s {after}: {account.figures()}; "
-                    f"before: {figures}; status {supervisor.status()}; answers {stream.answers}"
+                    f"before: {figures}; status {supervisor.status()}; answers {stream.answers}; "
+                    f"not delivered: {account.stuck(ctx.engine)}"
                 ) from None
             figures.append(
                 f"{len(accepted)} accepted delivered {time.monotonic() - since:.1f}s {after} "
