@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -183,7 +184,22 @@ def bench_e2e(
         for webhook_id, at in arrivals["arrivals"]:
             first_seen.setdefault(webhook_id, at)
         duplicates = len(arrivals["arrivals"]) - len(first_seen)
+        copies = Counter(webhook_id for webhook_id, _ in arrivals["arrivals"])
+        twice = sorted(d for d, n in copies.items() if n > 1)
         with s.engine.connect() as conn:
+            # each delivery the target got more than once: copies received / attempts recorded
+            # (equal: each copy was an attempt hub knows of; more copies: a send hub does not)
+            recorded = (
+                dict(
+                    conn.execute(
+                        select(DeliveryAttempt.delivery_id, func.count())
+                        .where(DeliveryAttempt.delivery_id.in_(twice[:200]))
+                        .group_by(DeliveryAttempt.delivery_id)
+                    ).all()
+                )
+                if twice
+                else {}
+            )
             rows = conn.execute(
                 select(WebhookDelivery.id, IntegrationEvent.created_at).join(
                     IntegrationEvent, IntegrationEvent.id == WebhookDelivery.event_id
@@ -260,6 +276,9 @@ def bench_e2e(
             },
             "arrived_unique": len(first_seen),
             "duplicates": duplicates,
+            "duplicated": {
+                d: f"{copies[d]} copies/{recorded.get(d, 0)} attempts" for d in twice[:5]
+            },
             "lost": missing + (expected - len(rows)),
             "peak_rss_mb": rss,
             # CPU per unit of work from the load's start (not the processes' own start), steadier
