@@ -22,6 +22,7 @@ project's machine, and sends were a third of a worker's time.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 import ssl
@@ -43,7 +44,7 @@ PARSED_URLS = 1000  # parsed URLs kept (an endpoint's URL, with each route's pat
 RESOLVED_TTL = 30.0  # seconds a host's checked addresses are kept
 _PROTOCOLS = pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS
 
-Origin = tuple[str, str, int]  # scheme, host, port
+Origin = tuple[str, str, int, bool]  # scheme, host, port, whether the host is an address
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,7 @@ class _Handle:
 
     def open_socket(self, _purpose: int, address: Any) -> Any:
         """A socket for one of this send's checked addresses; any other is refused."""
-        if str(address.addr[0]).split("%")[0] not in self.addresses:
+        if _canonical(str(address.addr[0])) not in self.addresses:
             return pycurl.SOCKET_BAD
         return socket.socket(address.family, address.socktype, address.protocol)
 
@@ -141,7 +142,7 @@ class Senders:
     def send(
         self, method: str, url: str, headers: dict[str, str], body: bytes, timeout: float
     ) -> Answer:
-        scheme, host, port = self._parse(url)
+        scheme, host, port, literal = self._parse(url)
         addresses = self._addresses(host, port)  # EgressRefused: nothing is sent
         handle = self._handle()
         handle.body = bytearray()
@@ -152,7 +153,9 @@ class Senders:
         if handle.other_method:  # the last send set a method's options: start afresh
             handle.setup()
         curl.setopt(pycurl.URL, url)
-        curl.setopt(pycurl.RESOLVE, [f"{host}:{port}:{','.join(_bracketed(addresses))}"])
+        # a name resolves to the checked addresses only (an address is not resolved at all)
+        resolve = [] if literal else [f"{host}:{port}:{','.join(_bracketed(addresses))}"]
+        curl.setopt(pycurl.RESOLVE, resolve)
         curl.setopt(pycurl.CONNECTTIMEOUT_MS, max(1, int(timeout * 1000)))
         curl.setopt(pycurl.TIMEOUT_MS, max(1, int(timeout * 1000)))
         if scheme == "https" and not handle.secure:
@@ -198,7 +201,13 @@ class Senders:
             if not parsed.host:
                 raise SendFailed("invalid_url", "no host in the URL")
             port = parsed.port or (443 if scheme == "https" else 80)
-            found = (scheme, parsed.host.strip("[]"), port)
+            host = parsed.host.strip("[]")
+            try:
+                ipaddress.ip_address(host.split("%")[0])
+            except ValueError:
+                found = (scheme, host, port, False)
+            else:
+                found = (scheme, host, port, True)
             if len(self._parsed) >= PARSED_URLS:
                 self._parsed.clear()
             self._parsed[url] = found
@@ -211,7 +220,7 @@ class Senders:
         kept = self._resolved.get((host, port))
         if kept is not None and kept[0] > now:
             return kept[1]
-        addresses = tuple(a.split("%")[0] for a in self.egress.allowed_addresses(host, port))
+        addresses = tuple(_canonical(a) for a in self.egress.allowed_addresses(host, port))
         if len(self._resolved) >= PARSED_URLS:
             self._resolved.clear()
         self._resolved[(host, port)] = (now + RESOLVED_TTL, addresses)
@@ -246,6 +255,11 @@ class Senders:
                 handle.curl.close()
             self._handles.clear()
         self._local = threading.local()
+
+
+def _canonical(address: str) -> str:
+    """An address as text in one spelling (`0:0::1` and `::1` alike), without an IPv6 zone."""
+    return str(ipaddress.ip_address(address.split("%")[0]))
 
 
 def _bracketed(addresses: tuple[str, ...]) -> list[str]:

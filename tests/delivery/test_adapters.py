@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from standardwebhooks import Webhook
 
+from hub.core.errors import EgressRefused
 from hub.delivery.adapters import (
     DeliveryRef,
     OutgoingRequest,
@@ -29,8 +30,10 @@ from hub.delivery.adapters import (
     Verdict,
     classify_zapi,
 )
+from hub.delivery.egress import EgressPolicy
 from hub.delivery.endpoints import EndpointConfig
 from hub.delivery.kinds import Adapters
+from hub.delivery.senders import Senders
 from hub.local.processes import free_port
 from tests.delivery.conftest import LOOPBACK, Reply, TargetServer, ZapiStandIn
 
@@ -134,6 +137,35 @@ def test_each_send_goes_with_its_own_method_body_and_headers_on_one_connection(
     assert {s.headers["user-agent"] for s in target.seen} == {"hub-webhooks/0.1"}
     assert "expect" not in target.seen[0].headers  # no 100-continue round trip
     assert len({s.peer for s in target.seen}) == 1
+
+
+def test_an_ipv6_target_spelled_any_way_is_reached_at_its_checked_address() -> None:
+    """The address curl connects to is compared with the policy's in one spelling: a URL that
+    writes ::1 as 0:0::1 reaches it, and only where the policy allows it."""
+    with socket.socket(socket.AF_INET6) as server:
+        server.bind(("::1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+
+        def answer() -> None:
+            conn, _ = server.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+
+        thread = threading.Thread(target=answer, daemon=True)
+        thread.start()
+        allowed = Senders(EgressPolicy.from_setting(["::1/128"]))
+        closed = Senders(EgressPolicy())
+        try:
+            answer_ = allowed.send("POST", f"http://[0:0::1]:{port}/x", {}, b"{}", 5.0)
+            with pytest.raises(EgressRefused, match="loopback"):
+                closed.send("POST", f"http://[::1]:{port}/x", {}, b"{}", 5.0)
+        finally:
+            allowed.close()
+            closed.close()
+        thread.join(5)
+    assert (answer_.status, answer_.text) == (200, "ok")
 
 
 def test_connections_are_kept_alive_across_sends(target: TargetServer, adapters: Adapters) -> None:
