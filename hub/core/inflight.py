@@ -74,8 +74,8 @@ class Carried:
 
 
 def carried(redis: Redis) -> Carried:
-    """One read of every queue, its intermediate list, its started and failed registries, and
-    the jobs in them; raises RedisUnavailable. A sweeper keeps an `InFlight` instead."""
+    """One read of every queue, its started and failed registries, and the jobs in them;
+    raises RedisUnavailable. A sweeper keeps an `InFlight` instead."""
     return InFlight(reuse=0.0).carried(redis)
 
 
@@ -105,8 +105,8 @@ class InFlight:
             return self._last
 
     def _read(self, redis: Redis) -> Carried:
-        waiting, between, started, failed = _listed(redis)  # `between` read only for the ids
-        listed = waiting | between | started | failed
+        waiting, started, failed = _listed(redis)
+        listed = waiting | started | failed
         self._jobs = {job_id: known for job_id, known in self._jobs.items() if job_id in listed}
         new = sorted(listed - self._jobs.keys())
         in_hand = sorted(started - waiting)
@@ -140,33 +140,30 @@ class InFlight:
                     out.running.update(ids)
             elif job_id in metas and _will_requeue(func_name, metas[job_id]):
                 out.waiting.update(ids)
-            # else: between a queue and a worker, or spent: carried by nothing
+            # else: spent, carried by nothing
         return out
 
 
-def _listed(redis: Redis) -> tuple[set[str], set[str], set[str], set[str]]:
-    """The job ids on every queue, on its intermediate list (between the queue and a worker),
-    started, and failed (one pipeline)."""
+def _listed(redis: Redis) -> tuple[set[str], set[str], set[str]]:
+    """The job ids on every queue, started, and failed (one pipeline). RQ's intermediate lists
+    are not read: a job still there and not started lost its worker (see the module's doc)."""
     queues = [get_queue(redis, name) for name in PRIORITY]
     with redis.pipeline(transaction=False) as pipe:
         for queue in queues:
             pipe.lrange(queue.key, 0, -1)
-            pipe.lrange(queue.intermediate_queue_key, 0, -1)
             pipe.zrange(queue.started_job_registry.key, 0, -1)
             pipe.zrange(queue.failed_job_registry.key, 0, -1)
         lists = pipe.execute()
     waiting: set[str] = set()
-    between: set[str] = set()
     started: set[str] = set()
     failed: set[str] = set()
     for i in range(len(queues)):
-        queued, intermediate, in_started, in_failed = lists[4 * i : 4 * i + 4]
+        queued, in_started, in_failed = lists[3 * i : 3 * i + 3]
         waiting.update(_text(v) for v in queued)
-        between.update(_text(v) for v in intermediate)
         # started registry members are "<job id>:<execution id>"
         started.update(_text(v).split(":", 1)[0] for v in in_started)
         failed.update(_text(v) for v in in_failed)
-    return waiting, between - waiting - started, started, failed
+    return waiting, started, failed
 
 
 def _alive(redis: Redis, workers: set[str]) -> set[str]:
