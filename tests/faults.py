@@ -140,10 +140,10 @@ class TcpProxy:
     def _pipe(self, client: socket.socket, upstream: socket.socket) -> None:
         peers = {client: upstream, upstream: client}
         with selectors.DefaultSelector() as sel:
-            for sock in peers:
-                sock.setblocking(False)
-                sel.register(sock, selectors.EVENT_READ)
             try:
+                for sock in peers:  # a cut may have reset them before this thread ran
+                    sock.setblocking(False)
+                    sel.register(sock, selectors.EVENT_READ)
                 while not self._cut.is_set():
                     for key, _ in sel.select(timeout=0.2):
                         src: socket.socket = key.fileobj  # type: ignore[assignment]
@@ -153,7 +153,7 @@ class TcpProxy:
                         peers[src].setblocking(True)
                         peers[src].sendall(data)
                         peers[src].setblocking(False)
-            except OSError:
+            except (OSError, ValueError):  # ValueError: registering a socket closed meanwhile
                 pass
         with self._lock:
             self._open.discard(client)
