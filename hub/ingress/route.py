@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from starlette.datastructures import Headers
+from starlette.datastructures import Headers, QueryParams
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -562,6 +562,51 @@ class _IngressRequest(Request):
         return headers
 
 
+class _Client(tuple[str, int]):
+    """The peer as Starlette's `Address` gives it (`.host`)."""
+
+    __slots__ = ()
+
+    @property
+    def host(self) -> str:
+        return self[0]
+
+
+class _State:
+    __slots__ = ("request_id",)
+
+
+class BufferedWebhook:
+    """A webhook the protocol read whole (hub.core.protocol's short path): the part of a
+    Starlette Request that receive_webhook reads, built from the raw request."""
+
+    __slots__ = ("app", "path_params", "headers", "client", "_query", "_body", "state")
+
+    def __init__(
+        self,
+        app: Any,
+        source: str,
+        headers: list[tuple[bytes, bytes]],
+        query: bytes,
+        client: tuple[str, int] | None,
+        body: bytes,
+    ) -> None:
+        self.app = app
+        self.path_params = {"source": source}
+        self.headers = RequestHeaders({"headers": headers})
+        self.client = _Client(client) if client else None
+        self._query = query
+        self._body = body
+        self.state = _State()
+
+    @property
+    def query_params(self) -> QueryParams:
+        return QueryParams(self._query)
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        yield self._body
+
+
 class FastIngress:
     """`POST /webhooks/{source}` straight to its handler; everything else through the app.
 
@@ -579,15 +624,40 @@ class FastIngress:
             if path.startswith("/webhooks/") and "/" not in path[10:] and len(path) > 10:
                 scope["app"] = self.app
                 scope["path_params"] = {"source": path[10:]}
-                request = _IngressRequest(scope, receive, send)
-                try:
-                    response = await receive_webhook(request)
-                except Exception:  # noqa: BLE001 - as ServerErrorMiddleware would: a 500, logged
-                    log.exception("ingress.crashed")
-                    response = error_response(HubError("internal error"), None)
+                response = await _answer(_IngressRequest(scope, receive, send))
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+    # the protocol's short path (hub.core.protocol.BufferedApp): a webhook read whole
+
+    @staticmethod
+    def takes(method: bytes, path: bytes) -> str | None:
+        """The source a `POST /webhooks/{source}` names (None: not a webhook, or a path with
+        escapes, which the ASGI path decodes)."""
+        if method == b"POST" and path.startswith(b"/webhooks/") and len(path) > 10:
+            name = path[10:]
+            if b"/" not in name and b"%" not in name and name.isascii():
+                return name.decode("ascii")
+        return None
+
+    async def buffered(
+        self,
+        source: str,
+        headers: list[tuple[bytes, bytes]],
+        query: bytes,
+        client: tuple[str, int] | None,
+        body: bytes,
+    ) -> Response:
+        return await _answer(BufferedWebhook(self.app, source, headers, query, client, body))
+
+
+async def _answer(request: Any) -> Response:
+    try:
+        return await receive_webhook(request)
+    except Exception:  # noqa: BLE001 - as ServerErrorMiddleware would: a 500, logged
+        log.exception("ingress.crashed")
+        return error_response(HubError("internal error"), None)
 
 
 # -- lifetime -------------------------------------------------------------------------------------

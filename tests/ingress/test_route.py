@@ -54,11 +54,17 @@ def key(engine: Engine) -> str:
     return make_key(engine)
 
 
-@pytest.fixture
-def client(hub_settings: Settings) -> Iterator[TestClient]:
-    """The app as `hub serve` runs it: webhooks take the FastIngress path."""
-    with TestClient(FastIngress(create_app(hub_settings))) as c:  # type: ignore[arg-type]
-        yield c
+@pytest.fixture(params=["asgi", "http"])
+def client(hub_settings: Settings, request: pytest.FixtureRequest) -> Iterator[TestClient]:
+    """The app as `hub serve` runs it: webhooks take the FastIngress path; through HTTP, the
+    protocol's short path (hub.core.protocol), which reads a webhook whole before it runs."""
+    app = FastIngress(create_app(hub_settings))
+    if request.param == "asgi":
+        with TestClient(app) as c:
+            yield c
+    else:
+        with live_server(app) as url, httpx.Client(base_url=url) as c:
+            yield c  # type: ignore[misc]
 
 
 def post(
