@@ -124,9 +124,23 @@ class HttpProtocol(HttpToolsProtocol):
         self.transport = OneWrite(transport)  # type: ignore[assignment]
         self._short: BufferedApp | None = self.app if hasattr(self.app, "buffered") else None
 
+    def on_message_begin(self) -> None:
+        # uvicorn's builds the ASGI scope here; the short path needs none (see _asgi_scope)
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
+
+    def _asgi_scope(self) -> None:
+        """The scope uvicorn's on_message_begin builds, for a request read so far."""
+        url, headers, expect = self.url, self.headers, self.expect_100_continue
+        super().on_message_begin()
+        self.url, self.expect_100_continue = url, expect
+        self.headers.extend(headers)  # the scope's list
+
     def on_headers_complete(self) -> None:
         if self._short is not None and self._take():
             return
+        self._asgi_scope()
         super().on_headers_complete()
 
     def _take(self) -> bool:
@@ -151,7 +165,6 @@ class HttpProtocol(HttpToolsProtocol):
                 return False
         if length is None or not length.isdigit() or int(length) > HIGH_WATER_LIMIT:
             return False
-        self.scope["method"] = "POST"
         self.cycle = _Buffered(  # type: ignore[assignment]
             parser.should_keep_alive(), what, query, self.headers
         )

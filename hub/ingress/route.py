@@ -384,7 +384,9 @@ def check_content_type(headers: Headers) -> None:
         )
 
 
-async def read_body(request: Request, limit: int, what: str = "this source's limit") -> bytes:
+async def read_body(
+    request: Request | BufferedWebhook, limit: int, what: str = "this source's limit"
+) -> bytes:
     """The body, refused as soon as it passes `limit` bytes (never held whole when too large).
 
     Every route that reads a body reads it here (`what` names the limit in the 413)."""
@@ -394,6 +396,8 @@ async def read_body(request: Request, limit: int, what: str = "this source's lim
             raise BadRequest("Content-Length is not a number")
         if int(declared) > limit:
             raise PayloadTooLarge(f"the body is larger than {what} of {limit} bytes")
+    if type(request) is BufferedWebhook:  # read whole already (and as long as it declared)
+        return request.body
     chunks = []
     size = 0
     try:
@@ -580,7 +584,7 @@ class BufferedWebhook:
     """A webhook the protocol read whole (hub.core.protocol's short path): the part of a
     Starlette Request that receive_webhook reads, built from the raw request."""
 
-    __slots__ = ("app", "path_params", "headers", "client", "_query", "_body", "state")
+    __slots__ = ("app", "path_params", "headers", "client", "_query", "body", "state")
 
     def __init__(
         self,
@@ -596,7 +600,7 @@ class BufferedWebhook:
         self.headers = RequestHeaders({"headers": headers})
         self.client = _Client(client) if client else None
         self._query = query
-        self._body = body
+        self.body = body
         self.state = _State()
 
     @property
@@ -604,7 +608,7 @@ class BufferedWebhook:
         return QueryParams(self._query)
 
     async def stream(self) -> AsyncIterator[bytes]:
-        yield self._body
+        yield self.body
 
 
 class FastIngress:

@@ -180,6 +180,18 @@ def test_a_busy_source_reserves_a_share_of_a_large_limit_and_never_exceeds_it(
     assert 1000 - 2 * 10 <= allowed <= 1000, f"{allowed} of 1111 let through by two processes"
 
 
+def test_a_reservation_is_at_most_a_thousand_requests(redis_url: str, redis: Redis) -> None:
+    """1,000,000/minute: 1% would be 10,000; a process reserves RESERVE_MAX (1,000) at most."""
+
+    async def scenario() -> int:
+        web = RateLimiter(redis_url, "100/minute", _none)
+        await web.check(1, "site", "1000000/minute")
+        item = web._item("1000000/minute")
+        return (await web._strategy.get_window_stats(item, "1", "site")).remaining
+
+    assert asyncio.run(scenario()) == 1_000_000 - 1 - 1000
+
+
 class ClosedTransport:
     """A counter whose connection was reset in the middle of a command, as the async Redis
     client reports it under uvloop: a RuntimeError, not a Redis error."""
