@@ -24,6 +24,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from hub.core.entropy import unique_bytes
 from hub.core.errors import ConfigError, SettingError
 from hub.core.settings import Settings
 
@@ -76,7 +77,7 @@ class Cipher:
 
     def encrypt(self, plaintext: bytes) -> bytes:
         key = self._keys[0]
-        nonce = os.urandom(NONCE_BYTES)
+        nonce = unique_bytes(NONCE_BYTES)
         return VERSION + key.id + nonce + key.aead.encrypt(nonce, plaintext, None)
 
     def decrypt(self, blob: bytes) -> bytes:

@@ -6,8 +6,9 @@ that creates the row, so a batch of inserts needs no round trip to learn its ids
 
 from __future__ import annotations
 
-import os
 import time
+
+from hub.core.entropy import unique_bytes
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32
 
@@ -18,7 +19,7 @@ DEAD_LETTER = "dlq"
 
 def new_id(prefix: str) -> str:
     """`prefix_` + 10 chars of millisecond time + 16 chars of randomness (26 in all)."""
-    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
+    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(unique_bytes(10), "big")
     chars = []
     for _ in range(26):
         chars.append(_ALPHABET[value & 31])
