@@ -10,10 +10,15 @@ new events go to an enqueuer that sends one `process_events` job per batch of id
 (while the queue still holds a job no worker has taken, at most one enqueue per `ENQUEUE_LINGER`:
 under load a job carries more events, and a worker's cost is mostly per job; idle workers get
 each batch at once);
-the next group commit marks them `queued` in its own transaction (or the enqueuer does, after
-`MARK_DELAY` without one), so a busy web process spends one transaction per batch, not two. If
-Redis is down they stay `received`, and the sweeper's relay (`hub.ingress.relay`) enqueues them
-once it is back.
+a group commit marks them `queued` in its own transaction once they have been enqueued for
+`MARK_AFTER` (or the enqueuer does, `MARK_DELAY` after that without a commit), so a busy web
+process spends one transaction per batch, not two. The mark waits because a worker takes most
+events within milliseconds: marked at once, the mark found them in the worker's routing
+transaction (whose deliveries' foreign keys hold the rows), waited for it, and now and then the
+two deadlocked (at a steady 500 webhooks/s, once a run, the routing stage's p99 tail); a second
+later they are `processed` and the mark passes over them. If Redis is down they stay `received`,
+and the sweeper's relay (`hub.ingress.relay`, after `RELAY_AFTER`, well after `MARK_AFTER`)
+enqueues them once it is back.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import asyncio
 import functools
 import logging
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 from redis import Redis
@@ -41,7 +47,8 @@ MAX_BATCH = 200  # rows per group commit
 MAX_BATCH_BYTES = 4 * 1024 * 1024
 WRITERS = 2  # group commits in flight at once, at most
 FEW = 3  # events waiting that start a commit while another is under way
-MARK_DELAY = 0.05  # seconds enqueued ids wait for a group commit to mark them `queued`
+MARK_AFTER = 1.0  # seconds after their enqueue that ids are marked `queued` (see above)
+MARK_DELAY = 0.05  # seconds due marks wait for a group commit before the enqueuer marks them
 ENQUEUE_LINGER = 0.1  # seconds at least between two enqueues: under load, jobs of more events
 
 
@@ -57,6 +64,7 @@ class EventWriter:
         writers: int = WRITERS,
         linger: float = ENQUEUE_LINGER,
         few: int = FEW,
+        mark_after: float = MARK_AFTER,
     ) -> None:
         self.engine = engine
         self.redis = redis
@@ -64,13 +72,15 @@ class EventWriter:
         self.writers = writers
         self.linger = linger
         self.few = few
+        self.mark_after = mark_after
         self._pending: asyncio.Queue[tuple[NewEvent, asyncio.Future[Stored]]] = asyncio.Queue()
         self._to_enqueue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._executor = ThreadPoolExecutor(writers + 1, thread_name_prefix="hub-events")
         self._tasks: list[asyncio.Task[None]] = []
         self._redis_paused_until = 0.0  # Redis failed: left alone until then (Outage's backoff)
         self.redis_outage = Outage(log, "events", "redis")  # one line down, one line back
-        self._marks: list[str] = []  # enqueued, to be marked `queued` by the next commit
+        # enqueued, to be marked `queued` by a commit: (when enqueued, ids), oldest first
+        self._marks: deque[tuple[float, list[str]]] = deque()
         self._last_enqueue = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._committing = 0  # group commits under way
@@ -115,13 +125,13 @@ class EventWriter:
                 item = self._pending.get_nowait()
                 batch.append(item)
                 size += len(item[0].payload)
-            marks, self._marks = self._marks, []
+            marks = self._due_marks()
             store = functools.partial(store_events, self.engine, [e for e, _ in batch], mark=marks)
             self._committing += 1
             try:
                 results = await loop.run_in_executor(self._executor, store)
             except Exception as exc:  # noqa: BLE001 - every waiter must get an answer
-                self._marks[:0] = marks  # not marked: the next commit tries again
+                self._marks.appendleft((0.0, marks))  # not marked: the next commit tries again
                 error = exc if isinstance(exc, HubError) else DatabaseUnavailable(str(exc))
                 for _, future in batch:
                     if not future.done():
@@ -142,11 +152,12 @@ class EventWriter:
         assert self.redis is not None
         loop = asyncio.get_running_loop()
         while True:
-            if self._marks:  # no commit came to carry them: mark them alone
+            if self._marks:  # marks fall due: mark them alone if no commit comes to carry them
+                due = self._marks[0][0] + self.mark_after + MARK_DELAY - time.monotonic()
                 try:
-                    first = await asyncio.wait_for(self._to_enqueue.get(), MARK_DELAY)
+                    first = await asyncio.wait_for(self._to_enqueue.get(), max(due, 0.001))
                 except TimeoutError:
-                    await self._mark_alone()
+                    await self._mark_alone(self._due_marks())
                     continue
             else:
                 first = await self._to_enqueue.get()
@@ -165,7 +176,7 @@ class EventWriter:
                 await loop.run_in_executor(self._executor, enqueue_events, None, self.redis, batch)
                 self._last_enqueue = time.monotonic()
                 self.redis_outage.recovered()
-                self._marks.extend(event_id for event_id, _ in batch)
+                self._marks.append((time.monotonic(), [event_id for event_id, _ in batch]))
             except RedisUnavailable as exc:
                 self._redis_paused_until = time.monotonic() + self.redis_outage.failed(str(exc))
             except HubError as exc:
@@ -185,8 +196,19 @@ class EventWriter:
         except RedisError:
             return True  # the enqueue that follows finds the outage
 
-    async def _mark_alone(self) -> None:
-        marks, self._marks = self._marks, []
+    def _due_marks(self) -> list[str]:
+        """The ids enqueued `mark_after` ago or more, taken off the marks to make."""
+        due: list[str] = []
+        until = time.monotonic() - self.mark_after
+        while self._marks and self._marks[0][0] <= until:
+            due += self._marks.popleft()[1]
+        return due
+
+    async def _mark_alone(self, marks: list[str] | None = None) -> None:
+        """Mark `marks` in a transaction of their own (None: every mark left, at the stop)."""
+        if marks is None:
+            marks = [event_id for _, ids in self._marks for event_id in ids]
+            self._marks.clear()
         if not marks:
             return
         loop = asyncio.get_running_loop()

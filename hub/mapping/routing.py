@@ -16,8 +16,10 @@ deliveries that already exist, one multi-row insert, one update per outcome.
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import random
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -55,6 +57,8 @@ from hub.mapping.live import live_mappings
 log = logging.getLogger("hub.mapping.routing")
 
 EVENT_LEASE = 15.0  # seconds a job holds its events; far above a batch's usual time
+LEASE_RETRIES = 3  # a lease the server rolled back (a deadlock, a lock wait timeout): again
+LEASE_RETRY_PAUSE = 0.005  # seconds, times the attempt
 EXPIRE_LIMIT = 2000  # events the sweeper hands on per sweep
 
 # A job's statements, built once: building one (and its cache key) cost the worker more CPU than
@@ -171,12 +175,24 @@ def process_events(ctx: JobContext, event_ids: list[str], *, send: bool = False)
 
 
 def _lease(ctx: JobContext, event_ids: list[str]) -> datetime:
-    """Take the events still waiting (or whose lease expired); returns the lease's token."""
+    """Take the events still waiting (or whose lease expired); returns the lease's token.
+
+    Two workers' leases can deadlock on the status index's gaps (each moves its events'
+    entries), and the server rolls one back: that one tries again (`LEASE_RETRIES` times), as
+    failing the job would leave its events to the sweeper, a second or more later."""
     now = clock.now(ctx.engine)  # the sweeper compares the lease on its host: one clock
     token = now + timedelta(seconds=EVENT_LEASE, microseconds=random.randrange(1_000_000))
-    with ctx.engine.begin() as conn:
-        conn.execute(_TAKE_EVENTS, {"b_ids": event_ids, "b_token": token, "b_now": now})
-    return token
+    for attempt in itertools.count():
+        try:
+            with ctx.engine.begin() as conn:
+                conn.execute(_TAKE_EVENTS, {"b_ids": event_ids, "b_token": token, "b_now": now})
+            return token
+        except OperationalError:
+            if attempt >= LEASE_RETRIES:
+                raise
+            log.info("events.lease_retried", extra={"count": len(event_ids)})
+            time.sleep(LEASE_RETRY_PAUSE * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def expire_event_leases(ctx: SweepContext) -> int:

@@ -397,15 +397,16 @@ def test_a_second_commit_runs_alongside_only_when_many_events_wait(
 def test_events_left_unmarked_when_traffic_stops_are_marked_queued_by_the_enqueuer(
     engine: Engine, redis: Redis, tenant_id: int
 ) -> None:
-    """Under traffic the `queued` marks ride on the next group commit; the last batch has no
-    commit after it, so the enqueuer marks it on its own within MARK_DELAY, writer running."""
+    """Under traffic the `queued` marks ride on a group commit once due; the last batches have
+    no commit after them, so the enqueuer marks them on its own, writer running."""
+    mark_after = 0.3
 
     async def scenario() -> list[EventStatus]:
-        writer = await EventWriter(engine, redis, max_batch=8).start()
+        writer = await EventWriter(engine, redis, max_batch=8, mark_after=mark_after).start()
         try:
             for i in range(20):
                 await writer.store(new(tenant_id, f"a{i}"))
-            await asyncio.sleep(MARK_DELAY * 10)
+            await asyncio.sleep(mark_after + MARK_DELAY * 10)
             return [row.status for row in stored_rows(engine)]
         finally:
             await writer.stop()
@@ -413,6 +414,35 @@ def test_events_left_unmarked_when_traffic_stops_are_marked_queued_by_the_enqueu
     statuses = asyncio.run(scenario())
     assert len(statuses) == 20
     assert set(statuses) == {EventStatus.QUEUED}, statuses
+
+
+def test_a_mark_waits_until_its_events_were_enqueued_a_while_then_rides_on_a_commit(
+    engine: Engine, redis: Redis, tenant_id: int
+) -> None:
+    """A worker takes most events within milliseconds: a mark made at once would find them in
+    its routing transaction and wait for it. So the next commits leave a batch's mark alone until
+    it is `mark_after` old, and the first commit after that carries it."""
+    mark_after = 1.0
+
+    async def scenario() -> tuple[dict[str, EventStatus], dict[str, EventStatus], list[str]]:
+        writer = await EventWriter(engine, redis, mark_after=mark_after).start()
+        try:
+            first = await writer.store(new(tenant_id, "first"))
+            while not get_queue(redis, "default").count:  # enqueued
+                await asyncio.sleep(0.01)
+            soon = await writer.store(new(tenant_id, "soon"))  # a commit before the mark is due
+            before = {r.id: r.status for r in stored_rows(engine)}
+            await asyncio.sleep(mark_after)
+            later = await writer.store(new(tenant_id, "later"))  # the first commit after
+            after = {r.id: r.status for r in stored_rows(engine)}
+            return before, after, [first.event_id, soon.event_id, later.event_id]
+        finally:
+            await writer.stop()
+
+    before, after, (first, soon, later) = asyncio.run(scenario())
+    assert before == {first: EventStatus.RECEIVED, soon: EventStatus.RECEIVED}
+    assert after[first] == EventStatus.QUEUED  # due: carried by the commit of `later`
+    assert after[later] == EventStatus.RECEIVED
 
 
 def test_events_linger_for_a_shared_job_only_while_the_last_job_waits_for_a_worker(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -18,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from hub.core import ids
 from hub.core.crypto import Cipher
-from hub.core.db import session_factory
+from hub.core.db import create_db_engine, session_factory
 from hub.core.models import (
     DeadLetter,
     DeadLetterStage,
@@ -38,6 +39,7 @@ from hub.mapping.apply import apply_mappings
 from hub.mapping.config import load_mappings
 from hub.mapping.routing import process_events
 from hub.ops import tenants
+from tests.conftest import with_mysql_driver
 from tests.delivery.conftest import TargetServer, ZapiStandIn, clinic_env
 from workers.context import WorkerContext
 
@@ -405,6 +407,47 @@ def test_an_event_leased_by_a_live_job_is_skipped_and_one_whose_job_died_is_hand
     assert process_events(ctx, [dead])["processed"] == 1
     done = status(ctx.engine, dead)
     assert (done.status, done.lease_expires_at) == (EventStatus.PROCESSED, None)
+
+
+def test_a_lease_the_server_rolled_back_is_taken_again_and_the_job_goes_on(
+    ctx: WorkerContext, settings: Settings, mysql_driver: str
+) -> None:
+    """Another transaction holds the event past this worker's lock wait, and the server rolls
+    the lease back (as it does the loser of a deadlock with another worker's lease): the lease
+    is tried again, and the job routes the event instead of failing and leaving it to the
+    sweeper."""
+    event_id = store(ctx, "site", "lead.created", LEAD)
+    impatient = create_db_engine(with_mysql_driver(settings, mysql_driver), pool_size=2)
+
+    @event.listens_for(impatient, "connect")
+    def one_second_lock_wait(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("SET SESSION innodb_lock_wait_timeout = 1")
+        cursor.close()
+
+    worker = WorkerContext(
+        settings=settings,
+        engine=impatient,
+        redis=ctx.redis,
+        cipher=ctx.cipher,
+        sessions=session_factory(impatient),
+    )
+    holder = ctx.engine.connect()
+    held = holder.begin()
+    holder.execute(
+        select(IntegrationEvent.id).where(IntegrationEvent.id == event_id).with_for_update()
+    )
+    letting_go = threading.Timer(1.5, held.commit)  # after the first attempt's wait ran out
+    letting_go.start()
+    try:
+        counts = process_events(worker, [event_id])
+    finally:
+        letting_go.join()
+        holder.close()
+        impatient.dispose()
+    assert counts["processed"] == 1
+    assert status(ctx.engine, event_id).status == EventStatus.PROCESSED
+    assert len(deliveries(ctx.engine, event_id)) == 3
 
 
 def test_a_mapping_job_that_failed_on_a_database_cut_runs_again(
