@@ -77,8 +77,9 @@ def test_bench_e2e_delivers_every_fan_out_exactly_once(database_url: str, redis_
     assert report["attempts"] == {"delivered": 300}  # one attempt each, none failed
     assert report["latency_p50_ms"] > 0
     assert len(report["peak_rss_mb"]) == 3  # web and two workers
-    # a worker process starting takes more than a delivery's share: CPU is counted, not guessed
-    assert 0 < report["cpu_ms_per_event_web"] and 0 < report["cpu_ms_per_delivery_target"]
+    # a worker process starting takes more than a delivery's share: CPU is counted, not guessed;
+    # the target's 300 answers can take less than one clock tick (10 ms) on a fast machine
+    assert 0 < report["cpu_ms_per_event_web"] and 0 <= report["cpu_ms_per_delivery_target"]
     assert report["cpu_ms_per_delivery_workers"] > report["cpu_ms_per_delivery_target"]
 
 
