@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import time
@@ -557,9 +558,11 @@ def test_database_down_is_503_and_nothing_accepted(hub_settings: Settings, key: 
     assert error_code(response) == "database_unavailable"
 
 
+@pytest.mark.parametrize("way", ["asgi", "http"])
 def test_the_database_going_away_mid_run_is_503_for_what_was_not_committed(
-    hub_settings: Settings, database_url: str, engine: Engine, key: str
+    hub_settings: Settings, database_url: str, engine: Engine, key: str, way: str
 ) -> None:
+    """Through ASGI, and through HTTP on the protocol's short path, as `hub serve` runs."""
     url = make_url(database_url)
     if url.get_backend_name() not in ("mysql", "mariadb"):
         pytest.skip("needs a database server to cut (HUB_TEST_DATABASE_URL=mysql...)")
@@ -567,7 +570,13 @@ def test_the_database_going_away_mid_run_is_503_for_what_was_not_committed(
     through = hub_settings.model_copy(
         update={"database_url": url.set(host="127.0.0.1", port=proxy.port).render_as_string(False)}
     )
-    with TestClient(create_app(through)) as client:
+    app = FastIngress(create_app(through))
+    with contextlib.ExitStack() as stack:
+        if way == "asgi":
+            client: httpx.Client = stack.enter_context(TestClient(app))
+        else:
+            url_of_hub = stack.enter_context(live_server(app))
+            client = stack.enter_context(httpx.Client(base_url=url_of_hub))
         before = post(client, "plain", key, [1])  # the key is now cached
         assert before.status_code == 202
         proxy.cut()
