@@ -131,7 +131,8 @@ class EventWriter:
             try:
                 results = await loop.run_in_executor(self._executor, store)
             except Exception as exc:  # noqa: BLE001 - every waiter must get an answer
-                self._marks.appendleft((0.0, marks))  # not marked: the next commit tries again
+                if marks:  # not marked: the next commit tries again
+                    self._marks.appendleft((0.0, marks))
                 error = exc if isinstance(exc, HubError) else DatabaseUnavailable(str(exc))
                 for _, future in batch:
                     if not future.done():
