@@ -159,7 +159,8 @@ class ShortPathApp:
 
 
 @contextmanager
-def served(asgi: Any = app) -> Iterator[int]:
+def running(asgi: Any) -> Iterator[tuple[uvicorn.Server, threading.Thread, int]]:
+    """uvicorn serving `asgi` over HttpProtocol in a thread: the server, its thread, its port."""
     port = free_port()
     config = uvicorn.Config(
         asgi,
@@ -178,10 +179,16 @@ def served(asgi: Any = app) -> Iterator[int]:
         assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
         time.sleep(0.01)
     try:
-        yield port
+        yield server, thread, port
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+@contextmanager
+def served(asgi: Any = app) -> Iterator[int]:
+    with running(asgi) as (_server, _thread, port):
+        yield port
 
 
 def test_responses_over_one_kept_alive_connection() -> None:
@@ -332,28 +339,14 @@ def test_a_client_gone_before_its_answer_costs_nothing_else() -> None:
 
 def test_a_shutdown_answers_the_request_in_hand_then_closes() -> None:
     short = ShortPathApp()
-    port = free_port()
-    config = uvicorn.Config(
-        short,
-        host="127.0.0.1",
-        port=port,
-        http=HttpProtocol,
-        log_level="warning",
-        lifespan="off",
-        proxy_headers=False,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.01)
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        sock.sendall(b"POST /short/slow HTTP/1.1\r\ncontent-length: 2\r\n\r\n{}")
-        time.sleep(0.1)  # in the handler
-        server.should_exit = True
-        seen = b""
-        while chunk := sock.recv(4096):
-            seen += chunk
-    thread.join(10)
+    with running(short) as (server, thread, port):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b"POST /short/slow HTTP/1.1\r\ncontent-length: 2\r\n\r\n{}")
+            time.sleep(0.1)  # in the handler
+            server.should_exit = True
+            seen = b""
+            while chunk := sock.recv(4096):
+                seen += chunk
+        thread.join(10)
+        assert not thread.is_alive()
     assert seen.startswith(b"HTTP/1.1 200") and b'"name":"slow"' in seen
-    assert not thread.is_alive()

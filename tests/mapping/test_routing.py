@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import threading
 from collections.abc import Iterator
@@ -425,13 +426,7 @@ def test_a_lease_the_server_rolled_back_is_taken_again_and_the_job_goes_on(
         cursor.execute("SET SESSION innodb_lock_wait_timeout = 1")
         cursor.close()
 
-    worker = WorkerContext(
-        settings=settings,
-        engine=impatient,
-        redis=ctx.redis,
-        cipher=ctx.cipher,
-        sessions=session_factory(impatient),
-    )
+    worker = dataclasses.replace(ctx, engine=impatient, sessions=session_factory(impatient))
     holder = ctx.engine.connect()
     held = holder.begin()
     holder.execute(
